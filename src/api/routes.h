@@ -1,0 +1,23 @@
+/* The route table of the REST API and the probes, and the handlers it names. */
+#ifndef MEAO_API_ROUTES_H
+#define MEAO_API_ROUTES_H
+
+#include "http/app.h"
+#include "http/router.h"
+
+extern const struct meao_route meao_routes[];
+extern const size_t meao_routes_count;
+
+/* health.c */
+enum meao_err meao_api_health(struct meao_app *app, struct meao_req *req, struct meao_resp *resp);
+enum meao_err meao_api_ready(struct meao_app *app, struct meao_req *req, struct meao_resp *resp);
+enum meao_err meao_api_health_detailed(struct meao_app *app, struct meao_req *req,
+                                       struct meao_resp *resp);
+
+/* debug.c — only answer when the debug_routes config key is true */
+enum meao_err meao_api_debug_sleep(struct meao_app *app, struct meao_req *req,
+                                   struct meao_resp *resp);
+enum meao_err meao_api_debug_echo(struct meao_app *app, struct meao_req *req,
+                                  struct meao_resp *resp);
+
+#endif

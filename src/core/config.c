@@ -1,0 +1,255 @@
+#include "core/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum ktype { K_STR, K_INT, K_OCTAL, K_BOOL, K_LEVEL };
+
+struct key {
+    const char *name;
+    enum ktype type;
+    size_t off;
+    const char *def;
+    int64_t min, max;
+};
+
+#define OFF(f) offsetof(struct meao_config, f)
+
+/* The single list of keys: name, type, where it lives, default, bounds. */
+static const struct key keys[] = {
+    {"db_path", K_STR, OFF(db_path), "/var/lib/meao/meao.db", 1, 4096},
+    {"db_busy_timeout_ms", K_INT, OFF(db_busy_timeout_ms), "5000", 0, 600000},
+    {"secret_file", K_STR, OFF(secret_file), "/var/lib/meao/secret.key", 1, 4096},
+    {"fcgi_socket", K_STR, OFF(fcgi_socket), "/run/meao/fcgi.sock", 1, 107},
+    {"fcgi_socket_mode", K_OCTAL, OFF(fcgi_socket_mode), "0660", 0, 0777},
+    {"fcgi_socket_group", K_STR, OFF(fcgi_socket_group), "", 0, 255},
+    {"fcgi_workers", K_INT, OFF(fcgi_workers), "0", 0, 256},
+    {"fcgi_backlog", K_INT, OFF(fcgi_backlog), "1024", 1, 65535},
+    {"pid_file", K_STR, OFF(pid_file), "", 0, 4096},
+    {"max_body_bytes", K_INT, OFF(max_body_bytes), "1048576", 1024, 67108864},
+    {"max_json_depth", K_INT, OFF(max_json_depth), "32", 1, 256},
+    {"trust_forwarded_for", K_BOOL, OFF(trust_forwarded_for), "false", 0, 1},
+    {"debug_routes", K_BOOL, OFF(debug_routes), "false", 0, 1},
+    {"log_level", K_LEVEL, OFF(log_level), "info", 0, 3},
+    {"log_file", K_STR, OFF(log_file), "", 0, 4096},
+    {"orchestrator_socket", K_STR, OFF(orchestrator_socket), "/run/meao/orchestrator.sock", 1, 107},
+    {"orchestrator_connect_timeout_ms", K_INT, OFF(orchestrator_connect_timeout_ms), "1000", 1,
+     60000},
+};
+
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+static const struct key *find_key(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static int apply(struct meao_config *cfg, const struct key *k, const char *value, char *err,
+                 size_t errlen)
+{
+    char *field = (char *)cfg + k->off;
+    switch (k->type) {
+    case K_STR: {
+        size_t n = strlen(value);
+        char *dup;
+        if ((int64_t)n < k->min || (int64_t)n > k->max) {
+            snprintf(err, errlen, "config: %s: length must be %lld..%lld", k->name,
+                     (long long)k->min, (long long)k->max);
+            return -1;
+        }
+        dup = strdup(value);
+        if (dup == NULL) {
+            snprintf(err, errlen, "config: %s: out of memory", k->name);
+            return -1;
+        }
+        free(*(char **)field);
+        *(char **)field = dup;
+        return 0;
+    }
+    case K_INT:
+    case K_OCTAL: {
+        char *end;
+        long long v;
+        errno = 0;
+        v = strtoll(value, &end, k->type == K_OCTAL ? 8 : 10);
+        while (*end && isspace((unsigned char)*end))
+            end++;
+        if (errno || end == value || *end || v < k->min || v > k->max) {
+            if (k->type == K_OCTAL)
+                snprintf(err, errlen,
+                         "config: %s: expected an octal mode 0%llo..0%llo, got \"%.40s\"", k->name,
+                         (long long)k->min, (long long)k->max, value);
+            else
+                snprintf(err, errlen, "config: %s: expected an integer %lld..%lld, got \"%.40s\"",
+                         k->name, (long long)k->min, (long long)k->max, value);
+            return -1;
+        }
+        *(int64_t *)field = v;
+        return 0;
+    }
+    case K_BOOL:
+        if (!strcmp(value, "true") || !strcmp(value, "yes") || !strcmp(value, "on") ||
+            !strcmp(value, "1")) {
+            *(bool *)field = true;
+        } else if (!strcmp(value, "false") || !strcmp(value, "no") || !strcmp(value, "off") ||
+                   !strcmp(value, "0")) {
+            *(bool *)field = false;
+        } else {
+            snprintf(err, errlen, "config: %s: expected true or false, got \"%.40s\"", k->name,
+                     value);
+            return -1;
+        }
+        return 0;
+    case K_LEVEL:
+        if (!meao_log_parse_level(value, (enum meao_log_level *)field)) {
+            snprintf(err, errlen, "config: %s: expected debug, info, warn or error, got \"%.40s\"",
+                     k->name, value);
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+int meao_config_set(struct meao_config *cfg, const char *key, const char *value, char *err,
+                    size_t errlen)
+{
+    const struct key *k = find_key(key);
+    if (k == NULL) {
+        snprintf(err, errlen, "config: unknown key \"%.60s\"", key);
+        return -1;
+    }
+    return apply(cfg, k, value, err, errlen);
+}
+
+void meao_config_defaults(struct meao_config *cfg)
+{
+    char err[256];
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < NKEYS; i++)
+        (void)apply(cfg, &keys[i], keys[i].def, err, sizeof err);
+}
+
+static char *trim(char *s)
+{
+    char *e;
+    while (isspace((unsigned char)*s))
+        s++;
+    e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+static int load_file(struct meao_config *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    char line[4352];
+    int lineno = 0, rc = 0;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "config: cannot open %.200s: %s", path, strerror(errno));
+        return -1;
+    }
+    while (fgets(line, sizeof line, f) != NULL) {
+        char *s, *eq, *key, *val;
+        size_t vl;
+        lineno++;
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            snprintf(err, errlen, "config: %.200s:%d: line too long", path, lineno);
+            rc = -1;
+            break;
+        }
+        s = trim(line);
+        if (*s == '\0' || *s == '#' || *s == ';')
+            continue;
+        eq = strchr(s, '=');
+        if (eq == NULL) {
+            snprintf(err, errlen, "config: %.200s:%d: expected key = value", path, lineno);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        key = trim(s);
+        val = trim(eq + 1);
+        vl = strlen(val);
+        if (vl >= 2 && val[0] == '"' && val[vl - 1] == '"') {
+            val[vl - 1] = '\0';
+            val++;
+        }
+        if (meao_config_set(cfg, key, val, err, errlen) != 0) {
+            char tmp[256];
+            snprintf(tmp, sizeof tmp, "%s (%.120s:%d)", err, path, lineno);
+            snprintf(err, errlen, "%s", tmp);
+            rc = -1;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+int meao_config_load(struct meao_config *cfg, const char *path, char *err, size_t errlen)
+{
+    meao_config_defaults(cfg);
+    if (path != NULL && load_file(cfg, path, err, errlen) != 0)
+        return -1;
+    for (size_t i = 0; i < NKEYS; i++) {
+        char env[96];
+        const char *v;
+        size_t j = 0;
+        j += (size_t)snprintf(env, sizeof env, "MEAO_");
+        for (const char *p = keys[i].name; *p && j + 1 < sizeof env; p++)
+            env[j++] = (char)toupper((unsigned char)*p);
+        env[j] = '\0';
+        v = getenv(env);
+        if (v != NULL && apply(cfg, &keys[i], v, err, errlen) != 0) {
+            char tmp[256];
+            snprintf(tmp, sizeof tmp, "%s (environment %s)", err, env);
+            snprintf(err, errlen, "%s", tmp);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void meao_config_free(struct meao_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (keys[i].type == K_STR) {
+            char **f = (char **)((char *)cfg + keys[i].off);
+            free(*f);
+            *f = NULL;
+        }
+    }
+}
+
+void meao_config_dump(const struct meao_config *cfg, FILE *out)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        const char *field = (const char *)cfg + keys[i].off;
+        switch (keys[i].type) {
+        case K_STR: fprintf(out, "%s = %s\n", keys[i].name, *(char *const *)field); break;
+        case K_INT:
+            fprintf(out, "%s = %lld\n", keys[i].name, (long long)*(const int64_t *)field);
+            break;
+        case K_OCTAL:
+            fprintf(out, "%s = 0%llo\n", keys[i].name, (long long)*(const int64_t *)field);
+            break;
+        case K_BOOL:
+            fprintf(out, "%s = %s\n", keys[i].name, *(const bool *)field ? "true" : "false");
+            break;
+        case K_LEVEL:
+            fprintf(out, "%s = %s\n", keys[i].name,
+                    meao_log_level_name(*(const enum meao_log_level *)field));
+            break;
+        }
+    }
+}

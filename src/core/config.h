@@ -1,0 +1,57 @@
+/* Configuration: built-in defaults, then a `key = value` file, then
+ * MEAO_<KEY> environment variables. Every key is documented in
+ * deploy/meao.conf.example and has a default; a bad value stops start-up with
+ * one line naming the key. */
+#ifndef MEAO_CORE_CONFIG_H
+#define MEAO_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/log.h"
+
+struct meao_config {
+    /* storage */
+    char *db_path;
+    int64_t db_busy_timeout_ms;
+    char *secret_file;
+    /* FastCGI responder */
+    char *fcgi_socket;
+    int64_t fcgi_socket_mode;
+    char *fcgi_socket_group;
+    int64_t fcgi_workers;
+    int64_t fcgi_backlog;
+    char *pid_file;
+    /* requests */
+    int64_t max_body_bytes;
+    int64_t max_json_depth;
+    bool trust_forwarded_for;
+    bool debug_routes; /* test-only endpoints under /__debug/ */
+    /* logs */
+    enum meao_log_level log_level;
+    char *log_file;
+    /* orchestrator */
+    char *orchestrator_socket;
+    int64_t orchestrator_connect_timeout_ms;
+};
+
+/* Fill cfg with defaults, then apply path (NULL: none; a missing file is an
+ * error only when path was given explicitly), then the environment.
+ * On error returns -1 and writes one line naming the key into err. */
+int meao_config_load(struct meao_config *cfg, const char *path, char *err, size_t errlen);
+
+/* Set one key from text (file/env/CLI share this). -1 + err on a bad value. */
+int meao_config_set(struct meao_config *cfg, const char *key, const char *value, char *err,
+                    size_t errlen);
+
+/* Defaults only (no file, no environment). */
+void meao_config_defaults(struct meao_config *cfg);
+
+void meao_config_free(struct meao_config *cfg);
+
+/* Print every key with its current value, as a config file would hold it. */
+void meao_config_dump(const struct meao_config *cfg, FILE *out);
+
+#endif

@@ -1,0 +1,213 @@
+#include "http/app.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/routes.h"
+#include "auth/authn.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "store/db.h"
+
+/* After a failed open, wait this long before trying again, so a broken
+ * database does not turn every request into an open() storm. */
+#define DB_RETRY_MS 1000
+
+int meao_lib_init(void)
+{
+    return sodium_init() < 0 ? -1 : 0;
+}
+
+enum meao_err meao_app_init(struct meao_app *app, const struct meao_config *cfg,
+                            const struct meao_clock *clock, const char *program)
+{
+    memset(app, 0, sizeof *app);
+    app->cfg = cfg;
+    app->clock = clock;
+    app->program = program;
+    app->started_ms = meao_now_ms(clock);
+    app->health_sec = -1;
+    return MEAO_OK;
+}
+
+void meao_app_fini(struct meao_app *app)
+{
+    if (app == NULL)
+        return;
+    meao_db_close(app->db);
+    app->db = NULL;
+}
+
+struct meao_db *meao_app_db(struct meao_app *app)
+{
+    char err[256];
+    int64_t now;
+    if (app->db)
+        return app->db;
+    now = meao_mono_ms(app->clock);
+    if (app->db_retry_mono_ms && now < app->db_retry_mono_ms)
+        return NULL;
+    if (meao_db_open(app->cfg->db_path, (int)app->cfg->db_busy_timeout_ms, 0, &app->db, err,
+                     sizeof err) != MEAO_OK) {
+        meao_log(MEAO_LOG_ERROR, NULL, "db_open", "%s", err);
+        app->db_retry_mono_ms = now + DB_RETRY_MS;
+        return NULL;
+    }
+    app->db_retry_mono_ms = 0;
+    return app->db;
+}
+
+void meao_app_db_reset(struct meao_app *app)
+{
+    meao_db_close(app->db);
+    app->db = NULL;
+}
+
+/* Copy the path part of REQUEST_URI (no query) into req->path. */
+static bool split_path(struct meao_req *req)
+{
+    const char *uri = req->uri ? req->uri : "/";
+    size_t n = strcspn(uri, "?#");
+    if (n == 0 || n >= sizeof req->path)
+        return false;
+    memcpy(req->path, uri, n);
+    req->path[n] = '\0';
+    return true;
+}
+
+static bool is_json_type(const char *ct)
+{
+    static const char want[] = "application/json";
+    size_t n = sizeof want - 1;
+    if (ct == NULL)
+        return false;
+    while (*ct == ' ')
+        ct++;
+    if (strncasecmp(ct, want, n) != 0)
+        return false;
+    ct += n;
+    while (*ct == ' ')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+/* Body checks the route table asks for: size, media type, JSON, schema. */
+static enum meao_err check_body(struct meao_app *app, struct meao_req *req, struct meao_resp *resp)
+{
+    const struct meao_route *r = req->route;
+    size_t max = (size_t)app->cfg->max_body_bytes;
+    bool has_body = req->body_len > 0 || req->body_too_large || req->content_length > 0;
+    enum meao_err e;
+    char why[201];
+
+    if (req->body_too_large || (req->content_length > 0 && (size_t)req->content_length > max) ||
+        req->body_len > max)
+        return meao_fail(resp, MEAO_E_PAYLOAD_TOO_LARGE, "Request body exceeds %zu bytes", max);
+    if (!(r->flags & (MEAO_ROUTE_JSON_BODY | MEAO_ROUTE_OPTIONAL_BODY)))
+        return MEAO_OK; /* the route reads no body; whatever came is ignored */
+    if (!has_body) {
+        if (r->flags & MEAO_ROUTE_OPTIONAL_BODY)
+            return MEAO_OK;
+        return meao_fail(resp, MEAO_E_INVALID_REQUEST, "A JSON request body is required");
+    }
+    if (!is_json_type(req->content_type))
+        return meao_fail(resp, MEAO_E_UNSUPPORTED_MEDIA_TYPE,
+                         "Content-Type must be application/json");
+    e = meao_json_parse(req->body, req->body_len, max, (int)app->cfg->max_json_depth, &req->json,
+                        why, sizeof why);
+    if (e != MEAO_OK)
+        return meao_fail(resp, e, "%s", why);
+    if (r->body) {
+        e = meao_schema_check(r->body, req->json, why, sizeof why);
+        if (e != MEAO_OK)
+            return meao_fail(resp, e, "%s", why);
+    } else if (!json_is_object(req->json)) {
+        return meao_fail(resp, MEAO_E_INVALID_REQUEST, "Request body must be a JSON object");
+    }
+    return MEAO_OK;
+}
+
+static void access_log(struct meao_app *app, const struct meao_req *req,
+                       const struct meao_resp *resp)
+{
+    enum meao_log_level lvl = resp->status >= 500   ? MEAO_LOG_ERROR
+                              : resp->status >= 400 ? MEAO_LOG_INFO
+                                                    : MEAO_LOG_DEBUG;
+    json_t *f;
+    if (!meao_log_enabled(lvl))
+        return;
+    f = json_pack("{s:s, s:s, s:i, s:I}", "method", req->method ? req->method : "-", "path",
+                  req->path[0] ? req->path : "-", "status", resp->status, "durationMs",
+                  (json_int_t)(meao_mono_ms(app->clock) - req->start_mono_ms));
+    if (f && req->route)
+        json_object_set_new(f, "route", json_string(req->route->pattern));
+    if (f && req->who.user_id)
+        json_object_set_new(f, "userId", json_integer(req->who.user_id));
+    if (f && resp->status >= 400 && resp->error_message[0])
+        json_object_set_new(f, "error", json_string(resp->error_message));
+    meao_log_fields(lvl, req->request_id, "request", f, "%s", "");
+    json_decref(f);
+}
+
+void meao_app_handle(struct meao_app *app, struct meao_req *req, struct meao_resp *resp)
+{
+    enum meao_err e = MEAO_OK;
+    const struct meao_route *r;
+    char allow[64];
+
+    req->start_mono_ms = meao_mono_ms(app->clock);
+    meao_request_id_pick(req->x_request_id, req->request_id);
+    resp->omit_body = req->method && strcmp(req->method, "HEAD") == 0;
+
+    if (!split_path(req)) {
+        e = meao_fail(resp, MEAO_E_INVALID_REQUEST, "Request path missing or too long");
+        goto out;
+    }
+    r = meao_router_match(meao_routes, meao_routes_count, req, &e, allow, sizeof allow);
+    if (r == NULL) {
+        if (e == MEAO_E_METHOD_NOT_ALLOWED) {
+            meao_resp_header(resp, "Allow", "%s", allow);
+            meao_fail(resp, e, "Method %.16s not allowed here; allowed: %s",
+                      req->method ? req->method : "?", allow);
+        } else {
+            meao_fail(resp, e, "No such endpoint");
+        }
+        goto out;
+    }
+    if (r->auth != MEAO_AUTH_NONE) {
+        e = meao_authenticate(app, req, resp, r->auth);
+        if (e != MEAO_OK)
+            goto out;
+    }
+    e = check_body(app, req, resp);
+    if (e != MEAO_OK)
+        goto out;
+    e = r->handler(app, req, resp);
+out:
+    if (e != MEAO_OK) {
+        meao_resp_error(resp, req, e, resp->error_message[0] ? resp->error_message : NULL, NULL, 0,
+                        meao_now_ms(app->clock));
+        if (e == MEAO_E_AUTH_REQUIRED || e == MEAO_E_AUTH_INVALID_TOKEN)
+            meao_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"meao\"");
+    }
+    access_log(app, req, resp);
+}
+
+bool meao_app_route_is_slow(const struct meao_req *req)
+{
+    struct meao_req tmp;
+    enum meao_err e;
+    char allow[8];
+    const struct meao_route *r;
+
+    meao_req_init(&tmp);
+    tmp.method = req->method;
+    tmp.uri = req->uri;
+    if (!split_path(&tmp))
+        return false;
+    r = meao_router_match(meao_routes, meao_routes_count, &tmp, &e, allow, sizeof allow);
+    return r != NULL && (r->flags & MEAO_ROUTE_SLOW);
+}

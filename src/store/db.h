@@ -1,0 +1,58 @@
+/* SQLite store: one database file in WAL mode with busy_timeout, foreign keys,
+ * synchronous=FULL (a lost commit could revive a revoked token or a spent
+ * pairing code), a bounded WAL, versioned forward-only migrations, and a
+ * per-connection cache of prepared statements. */
+#ifndef MEAO_STORE_DB_H
+#define MEAO_STORE_DB_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+
+#include "core/err.h"
+
+struct meao_db;
+
+enum {
+    MEAO_DB_MIGRATE = 1u << 0,  /* apply pending migrations (one process per start) */
+    MEAO_DB_READONLY = 1u << 1, /* open read-only (backups, diagnostics) */
+};
+
+/* Schema version this binary expects (the number of migrations). */
+int meao_db_schema_latest(void);
+
+/* Open path. With MEAO_DB_MIGRATE pending migrations run inside one
+ * BEGIN IMMEDIATE transaction, so concurrent starters serialise and only the
+ * first migrates; without it, a schema older or newer than this binary's is
+ * MEAO_E_DB. On error *out is NULL and err (may be NULL) gets one line. */
+enum meao_err meao_db_open(const char *path, int busy_timeout_ms, unsigned flags,
+                           struct meao_db **out, char *err, size_t errlen);
+
+/* Open, migrate and close: what a supervisor runs once before its workers start. */
+enum meao_err meao_store_migrate_path(const char *path, int busy_timeout_ms, char *err,
+                                      size_t errlen);
+
+void meao_db_close(struct meao_db *db);
+
+sqlite3 *meao_db_handle(struct meao_db *db);
+
+/* A prepared statement for sql, prepared on first use and cached for the
+ * life of the connection. sql must be a string with static storage (the
+ * cache keys on its address). The statement comes back reset with bindings
+ * cleared; NULL on error (logged). Borrowed: never finalize it. */
+sqlite3_stmt *meao_db_stmt(struct meao_db *db, const char *sql);
+
+/* Transactions. begin_immediate takes the write lock up front (read-then-write). */
+enum meao_err meao_db_begin_immediate(struct meao_db *db);
+enum meao_err meao_db_commit(struct meao_db *db);
+void meao_db_rollback(struct meao_db *db);
+
+/* Can this connection write right now? Takes and releases the write lock with
+ * a short busy timeout (timeout_ms), so a locked or read-only database answers
+ * quickly. Used by /ready. */
+enum meao_err meao_db_check_writable(struct meao_db *db, int timeout_ms);
+
+/* Map an SQLite result code to the library error (BUSY/LOCKED/IOERR/READONLY/
+ * FULL/CANTOPEN → MEAO_E_DB, CONSTRAINT → MEAO_E_CONFLICT, else INTERNAL). */
+enum meao_err meao_db_err(int rc);
+
+#endif
