@@ -8,13 +8,62 @@ static const struct meao_field echo_fields[] = {
 };
 static const struct meao_schema echo_schema = {echo_fields, 3, false};
 
-#define ENV MEAO_ROUTE_ENVELOPE
+static const struct meao_field refresh_fields[] = {
+    {"refreshToken", MEAO_F_STRING, true, 1, 256},
+};
+static const struct meao_schema refresh_schema = {refresh_fields, 1, false};
+
+static const struct meao_field revoke_fields[] = {
+    {"token", MEAO_F_STRING, false, 1, 256},
+    {"deviceId", MEAO_F_STRING, false, 1, 64},
+    {"all", MEAO_F_BOOL, false, 0, 0},
+};
+static const struct meao_schema revoke_schema = {revoke_fields, 3, false};
+
+static const struct meao_field device_name_fields[] = {
+    {"deviceName", MEAO_F_STRING, true, 1, 64},
+};
+static const struct meao_schema device_name_schema = {device_name_fields, 1, false};
+
+static const struct meao_field code_fields[] = {
+    {"pairingCode", MEAO_F_STRING, true, 1, 32},
+};
+static const struct meao_schema code_schema = {code_fields, 1, false};
+
+static const struct meao_field complete_fields[] = {
+    {"pairingCode", MEAO_F_STRING, false, 1, 32},
+    {"deviceCode", MEAO_F_STRING, false, 1, 256},
+    {"deviceName", MEAO_F_STRING, false, 1, 64},
+};
+static const struct meao_schema complete_schema = {complete_fields, 3, false};
+
+#define ENV  MEAO_ROUTE_ENVELOPE
+#define JSON (MEAO_ROUTE_ENVELOPE | MEAO_ROUTE_JSON_BODY)
 
 const struct meao_route meao_routes[] = {
     /* probes: unversioned, no envelope on success */
     {"GET", "/health", meao_api_health, MEAO_AUTH_NONE, MEAO_RATE_NONE, NULL, 0},
     {"GET", "/ready", meao_api_ready, MEAO_AUTH_NONE, MEAO_RATE_NONE, NULL, 0},
     {"GET", "/health/detailed", meao_api_health_detailed, MEAO_AUTH_OWNER, MEAO_RATE_NONE, NULL, 0},
+    /* identity */
+    {"POST", "/api/v1/auth/refresh", meao_api_auth_refresh, MEAO_AUTH_NONE, MEAO_RATE_REST,
+     &refresh_schema, JSON},
+    {"POST", "/api/v1/auth/revoke", meao_api_auth_revoke, MEAO_AUTH_USER, MEAO_RATE_REST,
+     &revoke_schema, JSON},
+    {"GET", "/api/v1/auth/devices", meao_api_auth_devices, MEAO_AUTH_USER, MEAO_RATE_REST, NULL,
+     ENV},
+    {"GET", "/api/v1/auth/me", meao_api_auth_me, MEAO_AUTH_USER, MEAO_RATE_REST, NULL, ENV},
+    {"POST", "/api/v1/auth/pair/codes", meao_api_pair_codes, MEAO_AUTH_OWNER, MEAO_RATE_REST,
+     &device_name_schema, JSON},
+    {"POST", "/api/v1/auth/pair/request", meao_api_pair_request, MEAO_AUTH_NONE, MEAO_RATE_PAIRING,
+     &device_name_schema, JSON},
+    {"POST", "/api/v1/auth/pair/approve", meao_api_pair_approve, MEAO_AUTH_OWNER, MEAO_RATE_REST,
+     &code_schema, JSON},
+    {"POST", "/api/v1/auth/pair/deny", meao_api_pair_deny, MEAO_AUTH_OWNER, MEAO_RATE_REST,
+     &code_schema, JSON},
+    /* rate class applied by the handler: only the short-code variant is limited per IP */
+    {"POST", "/api/v1/auth/pair/complete", meao_api_pair_complete, MEAO_AUTH_NONE, MEAO_RATE_NONE,
+     &complete_schema, JSON},
     /* test-only, off unless debug_routes = true */
     {"GET", "/__debug/sleep", meao_api_debug_sleep, MEAO_AUTH_NONE, MEAO_RATE_NONE, NULL,
      MEAO_ROUTE_SLOW},

@@ -14,6 +14,25 @@ enum meao_err meao_api_ready(struct meao_app *app, struct meao_req *req, struct 
 enum meao_err meao_api_health_detailed(struct meao_app *app, struct meao_req *req,
                                        struct meao_resp *resp);
 
+/* auth.c */
+enum meao_err meao_api_auth_refresh(struct meao_app *app, struct meao_req *req,
+                                    struct meao_resp *resp);
+enum meao_err meao_api_auth_revoke(struct meao_app *app, struct meao_req *req,
+                                   struct meao_resp *resp);
+enum meao_err meao_api_auth_devices(struct meao_app *app, struct meao_req *req,
+                                    struct meao_resp *resp);
+enum meao_err meao_api_auth_me(struct meao_app *app, struct meao_req *req, struct meao_resp *resp);
+enum meao_err meao_api_pair_codes(struct meao_app *app, struct meao_req *req,
+                                  struct meao_resp *resp);
+enum meao_err meao_api_pair_request(struct meao_app *app, struct meao_req *req,
+                                    struct meao_resp *resp);
+enum meao_err meao_api_pair_approve(struct meao_app *app, struct meao_req *req,
+                                    struct meao_resp *resp);
+enum meao_err meao_api_pair_deny(struct meao_app *app, struct meao_req *req,
+                                 struct meao_resp *resp);
+enum meao_err meao_api_pair_complete(struct meao_app *app, struct meao_req *req,
+                                     struct meao_resp *resp);
+
 /* debug.c — only answer when the debug_routes config key is true */
 enum meao_err meao_api_debug_sleep(struct meao_app *app, struct meao_req *req,
                                    struct meao_resp *resp);

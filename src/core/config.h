@@ -29,6 +29,18 @@ struct meao_config {
     int64_t max_json_depth;
     bool trust_forwarded_for;
     bool debug_routes; /* test-only endpoints under /__debug/ */
+    /* rate limits (API.md "Rate limiting") */
+    bool ratelimit_enabled;
+    char *ratelimit_shm;
+    int64_t rate_rest_per_min;
+    int64_t rate_rest_per_hour;
+    int64_t rate_messages_per_min;
+    int64_t rate_pairing_per_15min;
+    int64_t rate_ws_messages_per_min;
+    int64_t ws_max_connections_per_user;
+    /* tokens */
+    int64_t access_token_ttl_s;
+    int64_t refresh_token_ttl_s;
     /* logs */
     enum meao_log_level log_level;
     char *log_file;

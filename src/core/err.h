@@ -26,6 +26,12 @@ enum meao_err {
     MEAO_E_UNAVAILABLE,
     MEAO_E_PROVIDER,
     MEAO_E_TIMEOUT,
+    /* device pairing answers (API.md "Device pairing", RFC 8628 names) */
+    MEAO_E_PAIR_PENDING,
+    MEAO_E_PAIR_SLOW_DOWN,
+    MEAO_E_PAIR_EXPIRED,
+    MEAO_E_PAIR_DENIED,
+    MEAO_E_PAIR_INVALID_CODE,
     MEAO_E_COUNT_
 };
 

@@ -14,6 +14,7 @@
 #include "core/clock.h"
 
 static const char *prog = "meao";
+static _Thread_local char context_rid[65];
 static enum meao_log_level min_level = MEAO_LOG_INFO;
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
@@ -21,6 +22,16 @@ void meao_log_init(const char *program, enum meao_log_level level)
 {
     prog = program;
     min_level = level;
+}
+
+void meao_log_set_context(const char *request_id)
+{
+    snprintf(context_rid, sizeof context_rid, "%s", request_id ? request_id : "");
+}
+
+const char *meao_log_context(void)
+{
+    return context_rid[0] ? context_rid : NULL;
 }
 
 void meao_log_set_level(enum meao_log_level level)
@@ -131,6 +142,8 @@ static void emit(enum meao_log_level level, const char *rid, const char *event, 
     json_object_set_new(o, "level", json_string(meao_log_level_name(level)));
     json_object_set_new(o, "prog", json_string(prog));
     json_object_set_new(o, "pid", json_integer(getpid()));
+    if (rid == NULL || rid[0] == '\0')
+        rid = meao_log_context();
     if (rid && rid[0])
         json_object_set_new(o, "requestId", json_string(rid));
     if (event)

@@ -23,6 +23,12 @@ const char *meao_log_level_name(enum meao_log_level level);
  * empty. Called at start-up and again on SIGHUP (log rotation). 0 or -1. */
 int meao_log_reopen(const char *path);
 
+/* The request id of the work this thread is doing now (copied; NULL clears).
+ * Log lines and audit rows written without an explicit id use it, so every
+ * line logged while serving a request carries that request's id. */
+void meao_log_set_context(const char *request_id);
+const char *meao_log_context(void);
+
 /* Log a printf-formatted message. rid may be NULL; event is a short
  * machine-friendly name (often __func__). */
 void meao_log(enum meao_log_level level, const char *rid, const char *event, const char *fmt, ...)

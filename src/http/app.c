@@ -11,6 +11,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "store/db.h"
+#include "store/identity.h"
 
 /* After a failed open, wait this long before trying again, so a broken
  * database does not turn every request into an open() storm. */
@@ -39,6 +40,55 @@ void meao_app_fini(struct meao_app *app)
         return;
     meao_db_close(app->db);
     app->db = NULL;
+    meao_secrets_wipe(&app->secrets);
+}
+
+const struct meao_secrets *meao_app_secrets(struct meao_app *app)
+{
+    char err[256];
+    int64_t now;
+    if (app->secrets_loaded)
+        return &app->secrets;
+    now = meao_mono_ms(app->clock);
+    if (app->secrets_retry_mono_ms && now < app->secrets_retry_mono_ms)
+        return NULL;
+    if (meao_secrets_load(app->cfg->secret_file, &app->secrets, err, sizeof err) != MEAO_OK) {
+        meao_log(MEAO_LOG_ERROR, NULL, "secrets", "%s", err);
+        app->secrets_retry_mono_ms = now + DB_RETRY_MS;
+        return NULL;
+    }
+    app->secrets_loaded = true;
+    return &app->secrets;
+}
+
+void meao_app_token_ttl(const struct meao_app *app, struct meao_token_ttl *out)
+{
+    out->access_ms = app->cfg->access_token_ttl_s * 1000;
+    out->refresh_ms = app->cfg->refresh_token_ttl_s * 1000;
+}
+
+const char *meao_app_client_ip(const struct meao_app *app, const struct meao_req *req)
+{
+    if (app->cfg->trust_forwarded_for && req->forwarded_for && req->forwarded_for[0]) {
+        /* the hop our trusted proxy appended is the last one */
+        const char *last = strrchr(req->forwarded_for, ',');
+        last = last ? last + 1 : req->forwarded_for;
+        while (*last == ' ')
+            last++;
+        if (*last)
+            return last;
+    }
+    return req->remote_addr ? req->remote_addr : "unknown";
+}
+
+enum meao_err meao_app_rate_limit(struct meao_app *app, struct meao_req *req,
+                                  struct meao_resp *resp, enum meao_rate_class rc)
+{
+    (void)app;
+    (void)req;
+    (void)resp;
+    (void)rc;
+    return MEAO_OK; /* wired to the shared limiter in ratelimit.c */
 }
 
 struct meao_db *meao_app_db(struct meao_app *app)
@@ -160,6 +210,7 @@ void meao_app_handle(struct meao_app *app, struct meao_req *req, struct meao_res
 
     req->start_mono_ms = meao_mono_ms(app->clock);
     meao_request_id_pick(req->x_request_id, req->request_id);
+    meao_log_set_context(req->request_id);
     resp->omit_body = req->method && strcmp(req->method, "HEAD") == 0;
 
     if (!split_path(req)) {
@@ -182,6 +233,11 @@ void meao_app_handle(struct meao_app *app, struct meao_req *req, struct meao_res
         if (e != MEAO_OK)
             goto out;
     }
+    if (r->rate != MEAO_RATE_NONE) {
+        e = meao_app_rate_limit(app, req, resp, r->rate);
+        if (e != MEAO_OK)
+            goto out;
+    }
     e = check_body(app, req, resp);
     if (e != MEAO_OK)
         goto out;
@@ -194,6 +250,7 @@ out:
             meao_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"meao\"");
     }
     access_log(app, req, resp);
+    meao_log_set_context(NULL);
 }
 
 bool meao_app_route_is_slow(const struct meao_req *req)

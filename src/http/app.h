@@ -5,12 +5,14 @@
 
 #include <stdint.h>
 
+#include "auth/secrets.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "http/http.h"
 #include "http/router.h"
 
 struct meao_db;
+struct meao_rl;
 
 struct meao_app {
     const struct meao_config *cfg;  /* borrowed */
@@ -18,7 +20,12 @@ struct meao_app {
     struct meao_db *db;             /* NULL until opened; reopened lazily */
     int64_t db_retry_mono_ms;       /* next time a failed open may be retried */
     int64_t started_ms;             /* wall clock at start, for uptime */
-    const char *program;            /* for /health/detailed */
+    struct meao_secrets secrets;    /* derived keys, loaded lazily */
+    bool secrets_loaded;
+    int64_t secrets_retry_mono_ms;
+    struct meao_rl *rl; /* shared rate-limit table, attached lazily */
+    int64_t rl_retry_mono_ms;
+    const char *program; /* for /health/detailed */
     /* /health body pre-rendered once per second: it is the hottest route. */
     int64_t health_sec;
     char health_body[96];
@@ -33,6 +40,24 @@ void meao_app_fini(struct meao_app *app);
 
 /* The database connection, opening it when needed; NULL when unavailable. */
 struct meao_db *meao_app_db(struct meao_app *app);
+
+/* The server secrets, loading them when needed; NULL when unavailable. */
+const struct meao_secrets *meao_app_secrets(struct meao_app *app);
+
+/* Token lifetimes from the configuration. */
+struct meao_token_ttl;
+void meao_app_token_ttl(const struct meao_app *app, struct meao_token_ttl *out);
+
+/* Apply rate class rc to req (key: the user when authenticated, else the
+ * client IP), add the rate-limit headers, and answer RATE_LIMITED (with
+ * Retry-After) when over. Routes name their class in the table; handlers
+ * call this directly when the class depends on the body. */
+enum meao_err meao_app_rate_limit(struct meao_app *app, struct meao_req *req,
+                                  struct meao_resp *resp, enum meao_rate_class rc);
+
+/* The client address: REMOTE_ADDR as nginx saw it, or the last
+ * X-Forwarded-For hop when trust_forwarded_for is set. Borrowed. */
+const char *meao_app_client_ip(const struct meao_app *app, const struct meao_req *req);
 
 /* Drop the connection (after an I/O error) so the next use reopens it. */
 void meao_app_db_reset(struct meao_app *app);

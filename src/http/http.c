@@ -305,6 +305,8 @@ bool meao_resp_serialize_cgi(const struct meao_resp *resp, const char *request_i
         ok = ok && meao_buf_printf(out, "Content-Type: %s\r\n", resp->content_type);
     if (request_id && request_id[0])
         ok = ok && meao_buf_printf(out, "X-Request-ID: %s\r\n", request_id);
+    if (resp->no_store)
+        ok = ok && meao_buf_puts(out, "Cache-Control: no-store\r\n");
     for (size_t i = 0; i < resp->nheaders; i++)
         ok =
             ok && meao_buf_printf(out, "%s: %s\r\n", resp->headers[i].name, resp->headers[i].value);

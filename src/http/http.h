@@ -73,6 +73,7 @@ struct meao_resp {
     int status;
     const char *content_type; /* static string; default application/json */
     bool omit_body;           /* HEAD: headers (incl. Content-Length) only */
+    bool no_store;            /* carries a credential: Cache-Control: no-store */
     char error_message[201];  /* set by meao_fail(); shown instead of the default */
     struct meao_resp_header headers[MEAO_MAX_RESP_HEADERS];
     size_t nheaders;

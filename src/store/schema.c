@@ -17,6 +17,64 @@ const char *const meao_schema[] = {
     ") STRICT;"
     "CREATE INDEX audit_at ON audit(at_ms);"
     "INSERT INTO meta(key, value) VALUES ('created_at_ms', CAST(unixepoch() * 1000 AS TEXT));",
+
+    /* 2: identity — users, devices, hashed tokens, pairing, rate-limit buckets. */
+    "CREATE TABLE users ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  role TEXT NOT NULL CHECK (role IN ('owner', 'user')),"
+    "  created_ms INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE TABLE devices ("
+    "  id INTEGER PRIMARY KEY,"
+    "  public_id TEXT NOT NULL UNIQUE,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  last_seen_ms INTEGER,"
+    "  revoked_ms INTEGER"
+    ") STRICT;"
+    "CREATE INDEX devices_user ON devices(user_id);"
+    /* Only a keyed BLAKE2b-256 of a token is stored. A refresh token that has
+     * been rotated keeps its row with rotated_ms set, so reuse is detected. */
+    "CREATE TABLE tokens ("
+    "  id INTEGER PRIMARY KEY,"
+    "  hash BLOB NOT NULL UNIQUE,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('access', 'refresh')),"
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE,"
+    "  created_ms INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL,"
+    "  rotated_ms INTEGER,"
+    "  revoked_ms INTEGER"
+    ") STRICT;"
+    "CREATE INDEX tokens_device ON tokens(device_id);"
+    "CREATE INDEX tokens_user ON tokens(user_id);"
+    /* Pairing codes, both directions. code_hash/device_code_hash are keyed
+     * hashes; failures counts wrong guesses made while the code was open. */
+    "CREATE TABLE pairings ("
+    "  id INTEGER PRIMARY KEY,"
+    "  code_hash BLOB NOT NULL UNIQUE,"
+    "  device_code_hash BLOB UNIQUE,"
+    "  direction TEXT NOT NULL CHECK (direction IN ('owner', 'device')),"
+    "  user_id INTEGER REFERENCES users(id) ON DELETE CASCADE,"
+    "  device_name TEXT NOT NULL,"
+    "  status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'completed',"
+    "    'dead')),"
+    "  failures INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL,"
+    "  last_poll_ms INTEGER,"
+    "  client_ip TEXT"
+    ") STRICT;"
+    "CREATE INDEX pairings_open ON pairings(status, expires_ms);"
+    /* Durable copy of the shared-memory rate-limit state (write-behind). */
+    "CREATE TABLE rate_buckets ("
+    "  key_hash INTEGER PRIMARY KEY,"
+    "  tat0_ms INTEGER NOT NULL,"
+    "  tat1_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL"
+    ") STRICT;",
 };
 
 const size_t meao_schema_count = sizeof meao_schema / sizeof meao_schema[0];
