@@ -65,7 +65,8 @@ static enum meao_err step_done(struct meao_db *db, sqlite3_stmt *st)
 {
     int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        meao_log(MEAO_LOG_WARN, NULL, "sqlite", "%s", sqlite3_errmsg(meao_db_handle(db)));
+        if ((rc & 0xff) != SQLITE_CONSTRAINT) /* conflicts are answers, not faults */
+            meao_log(MEAO_LOG_WARN, NULL, "sqlite", "%s", sqlite3_errmsg(meao_db_handle(db)));
         return meao_db_err(rc);
     }
     return MEAO_OK;
