@@ -207,8 +207,10 @@ static int load_file(struct meao_config *cfg, const char *path, char *err, size_
 int meao_config_load(struct meao_config *cfg, const char *path, char *err, size_t errlen)
 {
     meao_config_defaults(cfg);
-    if (path != NULL && load_file(cfg, path, err, errlen) != 0)
+    if (path != NULL && load_file(cfg, path, err, errlen) != 0) {
+        meao_config_free(cfg);
         return -1;
+    }
     for (size_t i = 0; i < NKEYS; i++) {
         char env[96];
         const char *v;
@@ -222,6 +224,7 @@ int meao_config_load(struct meao_config *cfg, const char *path, char *err, size_
             char tmp[256];
             snprintf(tmp, sizeof tmp, "%s (environment %s)", err, env);
             snprintf(err, errlen, "%s", tmp);
+            meao_config_free(cfg);
             return -1;
         }
     }

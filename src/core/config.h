@@ -49,7 +49,9 @@ struct meao_config {
     int64_t orchestrator_connect_timeout_ms;
 };
 
-/* Fill cfg with defaults, then apply path (NULL: none; a missing file is an
+/* cfg must be uninitialised (or freed): it is overwritten. On failure
+ * nothing is left to free.
+ * Fill cfg with defaults, then apply path (NULL: none; a missing file is an
  * error only when path was given explicitly), then the environment.
  * On error returns -1 and writes one line naming the key into err. */
 int meao_config_load(struct meao_config *cfg, const char *path, char *err, size_t errlen);

@@ -209,7 +209,11 @@ void meao_app_handle(struct meao_app *app, struct meao_req *req, struct meao_res
     char allow[64];
 
     req->start_mono_ms = meao_mono_ms(app->clock);
-    meao_request_id_pick(req->x_request_id, req->request_id);
+    /* the client's id when valid, else the one nginx minted for this request
+     * (so nginx's own log line and error pages share it), else a new one */
+    meao_request_id_pick(meao_request_id_valid(req->x_request_id) ? req->x_request_id
+                                                                  : req->nginx_request_id,
+                         req->request_id);
     meao_log_set_context(req->request_id);
     resp->omit_body = req->method && strcmp(req->method, "HEAD") == 0;
 

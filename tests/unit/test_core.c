@@ -183,6 +183,7 @@ static void config_bad_value_names_the_key(void **state)
     assert_non_null(strstr(err, "log_level"));
     assert_int_equal(meao_config_set(&cfg, "no_such_key", "1", err, sizeof err), -1);
     assert_non_null(strstr(err, "no_such_key"));
+    meao_config_free(&cfg);
     setenv("MEAO_MAX_JSON_DEPTH", "0", 1);
     assert_int_equal(meao_config_load(&cfg, NULL, err, sizeof err), -1);
     assert_non_null(strstr(err, "MEAO_MAX_JSON_DEPTH"));

@@ -173,7 +173,7 @@ struct result {
     int status;
     json_t *body;
     char rid[MEAO_REQUEST_ID_MAX + 1];
-    char allow[64];
+    char allow[256];
 };
 
 static struct result run(struct fixture *f, const char *method, const char *uri, const char *ctype,
