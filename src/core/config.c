@@ -33,7 +33,7 @@ static const struct key keys[] = {
     {"trust_forwarded_for", K_BOOL, OFF(trust_forwarded_for), "false", 0, 1},
     {"debug_routes", K_BOOL, OFF(debug_routes), "false", 0, 1},
     {"ratelimit_enabled", K_BOOL, OFF(ratelimit_enabled), "true", 0, 1},
-    {"ratelimit_shm", K_STR, OFF(ratelimit_shm), "/var/lib/meao/ratelimit.shm", 1, 4096},
+    {"ratelimit_shm", K_STR, OFF(ratelimit_shm), "/run/meao/ratelimit.shm", 1, 4096},
     {"rate_rest_per_min", K_INT, OFF(rate_rest_per_min), "60", 1, 1000000},
     {"rate_rest_per_hour", K_INT, OFF(rate_rest_per_hour), "1000", 1, 100000000},
     {"rate_messages_per_min", K_INT, OFF(rate_messages_per_min), "10", 1, 1000000},

@@ -123,6 +123,8 @@ void meao_log_redact(char *s)
 }
 
 static void emit(enum meao_log_level level, const char *rid, const char *event, json_t *fields,
+                 const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
+static void emit(enum meao_log_level level, const char *rid, const char *event, json_t *fields,
                  const char *fmt, va_list ap)
 {
     char msg[1024];

@@ -1,5 +1,6 @@
 #include "http/app.h"
 
+#include <arpa/inet.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "auth/authn.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "auth/ratelimit.h"
 #include "store/db.h"
 #include "store/identity.h"
 
@@ -38,6 +40,10 @@ void meao_app_fini(struct meao_app *app)
 {
     if (app == NULL)
         return;
+    if (app->rl && app->db)
+        (void)meao_rl_save(app->rl, app->db, meao_now_ms(app->clock)); /* final write-behind */
+    meao_rl_close(app->rl);
+    app->rl = NULL;
     meao_db_close(app->db);
     app->db = NULL;
     meao_secrets_wipe(&app->secrets);
@@ -81,14 +87,85 @@ const char *meao_app_client_ip(const struct meao_app *app, const struct meao_req
     return req->remote_addr ? req->remote_addr : "unknown";
 }
 
+/* The shared rate-limit table, attached lazily (after fork) like the database. */
+static struct meao_rl *app_rl(struct meao_app *app)
+{
+    int64_t now;
+    enum meao_err e;
+    if (app->rl)
+        return app->rl;
+    now = meao_mono_ms(app->clock);
+    if (app->rl_retry_mono_ms && now < app->rl_retry_mono_ms)
+        return NULL;
+    e = meao_rl_open(app->cfg->ratelimit_shm, 0, meao_app_db(app), meao_now_ms(app->clock),
+                     &app->rl);
+    if (e != MEAO_OK) {
+        meao_log(MEAO_LOG_ERROR, NULL, "ratelimit_open", "cannot open %s: %s",
+                 app->cfg->ratelimit_shm, meao_strerror(e));
+        app->rl_retry_mono_ms = now + DB_RETRY_MS;
+        return NULL;
+    }
+    return app->rl;
+}
+
+/* Rate-limit key of a client address: IPv4 as is, IPv6 by its /64 (one host
+ * usually owns a whole /64; keying by full address would let it spread over
+ * 2^64 buckets). */
+static void ip_key(const char *ip, char *out, size_t outlen)
+{
+    struct in6_addr a6;
+    if (strchr(ip, ':') && inet_pton(AF_INET6, ip, &a6) == 1) {
+        char txt[INET6_ADDRSTRLEN];
+        memset(a6.s6_addr + 8, 0, 8);
+        inet_ntop(AF_INET6, &a6, txt, sizeof txt);
+        snprintf(out, outlen, "ip:%s/64", txt);
+        return;
+    }
+    snprintf(out, outlen, "ip:%.64s", ip);
+}
+
 enum meao_err meao_app_rate_limit(struct meao_app *app, struct meao_req *req,
                                   struct meao_resp *resp, enum meao_rate_class rc)
 {
-    (void)app;
-    (void)req;
-    (void)resp;
-    (void)rc;
-    return MEAO_OK; /* wired to the shared limiter in ratelimit.c */
+    struct meao_rl_class cls;
+    struct meao_rl_result r;
+    struct meao_rl *rl;
+    char key[96];
+    enum meao_err e;
+
+    if (!app->cfg->ratelimit_enabled || rc == MEAO_RATE_NONE)
+        return MEAO_OK;
+    meao_rl_class_from_config(app->cfg, rc, &cls);
+    if (cls.nlimits == 0)
+        return MEAO_OK;
+    /* per user after authentication, per client address before it */
+    if (req->who.user_id)
+        snprintf(key, sizeof key, "u:%lld", (long long)req->who.user_id);
+    else
+        ip_key(meao_app_client_ip(app, req), key, sizeof key);
+    rl = app_rl(app);
+    if (rl == NULL)
+        return meao_fail(resp, MEAO_E_UNAVAILABLE, "Rate limiter unavailable");
+    e = meao_rl_check(rl, key, &cls, meao_now_ms(app->clock), &r);
+    if (e != MEAO_OK) /* a limiter that cannot decide does not admit */
+        return meao_fail(resp, MEAO_E_UNAVAILABLE, "Rate limiter unavailable");
+    meao_rl_headers(resp, &cls, &r);
+    if (!r.allowed) {
+        resp->retry_after_s = meao_rl_retry_after_s(&r);
+        return meao_fail(resp, MEAO_E_RATE_LIMITED, "Rate limit exceeded; retry in %lld s",
+                         (long long)resp->retry_after_s);
+    }
+    return MEAO_OK;
+}
+
+enum meao_err meao_app_housekeeping(struct meao_app *app)
+{
+    int64_t now = meao_now_ms(app->clock);
+    struct meao_db *db;
+    if (app->rl == NULL || !meao_rl_save_due(app->rl, now, MEAO_RL_SAVE_EVERY_MS))
+        return MEAO_OK;
+    db = meao_app_db(app);
+    return db ? meao_rl_save(app->rl, db, now) : MEAO_E_DB;
 }
 
 struct meao_db *meao_app_db(struct meao_app *app)
@@ -202,31 +279,50 @@ static void access_log(struct meao_app *app, const struct meao_req *req,
     json_decref(f);
 }
 
-void meao_app_handle(struct meao_app *app, struct meao_req *req, struct meao_resp *resp)
+void meao_app_route(struct meao_req *req)
 {
-    enum meao_err e = MEAO_OK;
-    const struct meao_route *r;
-    char allow[64];
-
-    req->start_mono_ms = meao_mono_ms(app->clock);
+    if (req->routed)
+        return;
+    req->routed = true;
     /* the client's id when valid, else the one nginx minted for this request
      * (so nginx's own log line and error pages share it), else a new one */
     meao_request_id_pick(meao_request_id_valid(req->x_request_id) ? req->x_request_id
                                                                   : req->nginx_request_id,
                          req->request_id);
+    if (!split_path(req)) {
+        req->route_err = MEAO_E_INVALID_REQUEST;
+        return;
+    }
+    if (meao_router_match(meao_routes, meao_routes_count, req, &req->route_err, req->allow,
+                          sizeof req->allow) == NULL)
+        req->route = NULL;
+}
+
+bool meao_app_route_is_slow(struct meao_req *req)
+{
+    meao_app_route(req);
+    return req->route != NULL && (req->route->flags & MEAO_ROUTE_SLOW);
+}
+
+void meao_app_handle(struct meao_app *app, struct meao_req *req, struct meao_resp *resp)
+{
+    enum meao_err e = MEAO_OK;
+    const struct meao_route *r;
+
+    req->start_mono_ms = meao_mono_ms(app->clock);
+    meao_app_route(req);
     meao_log_set_context(req->request_id);
     resp->omit_body = req->method && strcmp(req->method, "HEAD") == 0;
 
-    if (!split_path(req)) {
-        e = meao_fail(resp, MEAO_E_INVALID_REQUEST, "Request path missing or too long");
-        goto out;
-    }
-    r = meao_router_match(meao_routes, meao_routes_count, req, &e, allow, sizeof allow);
+    r = req->route;
     if (r == NULL) {
+        e = req->route_err;
         if (e == MEAO_E_METHOD_NOT_ALLOWED) {
-            meao_resp_header(resp, "Allow", "%s", allow);
+            meao_resp_header(resp, "Allow", "%s", req->allow);
             meao_fail(resp, e, "Method %.16s not allowed here; allowed: %s",
-                      req->method ? req->method : "?", allow);
+                      req->method ? req->method : "?", req->allow);
+        } else if (e == MEAO_E_INVALID_REQUEST) {
+            meao_fail(resp, e, "Request path missing or too long");
         } else {
             meao_fail(resp, e, "No such endpoint");
         }
@@ -248,27 +344,11 @@ void meao_app_handle(struct meao_app *app, struct meao_req *req, struct meao_res
     e = r->handler(app, req, resp);
 out:
     if (e != MEAO_OK) {
-        meao_resp_error(resp, req, e, resp->error_message[0] ? resp->error_message : NULL, NULL, 0,
-                        meao_now_ms(app->clock));
+        meao_resp_error(resp, req, e, resp->error_message[0] ? resp->error_message : NULL, NULL,
+                        resp->retry_after_s, meao_now_ms(app->clock));
         if (e == MEAO_E_AUTH_REQUIRED || e == MEAO_E_AUTH_INVALID_TOKEN)
             meao_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"meao\"");
     }
     access_log(app, req, resp);
     meao_log_set_context(NULL);
-}
-
-bool meao_app_route_is_slow(const struct meao_req *req)
-{
-    struct meao_req tmp;
-    enum meao_err e;
-    char allow[8];
-    const struct meao_route *r;
-
-    meao_req_init(&tmp);
-    tmp.method = req->method;
-    tmp.uri = req->uri;
-    if (!split_path(&tmp))
-        return false;
-    r = meao_router_match(meao_routes, meao_routes_count, &tmp, &e, allow, sizeof allow);
-    return r != NULL && (r->flags & MEAO_ROUTE_SLOW);
 }

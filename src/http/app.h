@@ -55,6 +55,12 @@ void meao_app_token_ttl(const struct meao_app *app, struct meao_token_ttl *out);
 enum meao_err meao_app_rate_limit(struct meao_app *app, struct meao_req *req,
                                   struct meao_resp *resp, enum meao_rate_class rc);
 
+/* Periodic work an adapter runs between requests (at most every second or
+ * so): today the rate-limit table's write-behind to SQLite, done by whichever
+ * process finds it due. Cheap when nothing is due. */
+#define MEAO_RL_SAVE_EVERY_MS 5000
+enum meao_err meao_app_housekeeping(struct meao_app *app);
+
 /* The client address: REMOTE_ADDR as nginx saw it, or the last
  * X-Forwarded-For hop when trust_forwarded_for is set. Borrowed. */
 const char *meao_app_client_ip(const struct meao_app *app, const struct meao_req *req);
@@ -67,9 +73,15 @@ void meao_app_db_reset(struct meao_app *app);
  * Always produces a complete response. */
 void meao_app_handle(struct meao_app *app, struct meao_req *req, struct meao_resp *resp);
 
-/* True when the matched route is flagged MEAO_ROUTE_SLOW (adapters may run
- * such requests off their event loop). Matches the path only; cheap. */
-bool meao_app_route_is_slow(const struct meao_req *req);
+/* First phase of meao_app_handle(), exposed so an adapter can look at the
+ * route before deciding where to run the request: picks the request id,
+ * splits the path and matches the route table (once; later calls return at
+ * once). Never fails: a miss is remembered and answered by meao_app_handle(). */
+void meao_app_route(struct meao_req *req);
+
+/* True when the request's route is flagged MEAO_ROUTE_SLOW (it may block on
+ * the orchestrator): adapters run such requests off their event loop. */
+bool meao_app_route_is_slow(struct meao_req *req);
 
 /* Library-wide one-time initialisation (libsodium, jansson hashing seed).
  * Returns 0 or -1. Safe to call more than once. */

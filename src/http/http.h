@@ -52,7 +52,10 @@ struct meao_req {
     size_t body_len;
     bool body_too_large;
 
-    /* Filled by the router. */
+    /* Filled by the router (meao_app_route(), once per request). */
+    bool routed;
+    enum meao_err route_err;                  /* NOT_FOUND / METHOD_NOT_ALLOWED / INVALID_REQUEST */
+    char allow[64];                           /* for 405 */
     char path[1024];                          /* decoded-free raw path, no query */
     char request_id[MEAO_REQUEST_ID_MAX + 1]; /* kept or generated */
     const struct meao_route *route;
@@ -75,6 +78,7 @@ struct meao_resp {
     bool omit_body;           /* HEAD: headers (incl. Content-Length) only */
     bool no_store;            /* carries a credential: Cache-Control: no-store */
     char error_message[201];  /* set by meao_fail(); shown instead of the default */
+    int64_t retry_after_s;    /* > 0: Retry-After + retryAfter on the error */
     struct meao_resp_header headers[MEAO_MAX_RESP_HEADERS];
     size_t nheaders;
     struct meao_buf body;

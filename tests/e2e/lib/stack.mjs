@@ -197,6 +197,7 @@ export class Stack {
       log_file: '',
       log_level: 'info',
       orchestrator_socket: path.join(this.runDir, 'orchestrator.sock'),
+      ratelimit_shm: path.join(this.runDir, 'ratelimit.shm'),
       debug_routes: 'true',
       ...(this.opts.config || {}),
     };
