@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum ktype { K_STR, K_INT, K_OCTAL, K_BOOL, K_LEVEL };
+/* K_ENUM: a string from the '|'-separated list in choices. K_SECRET: a
+ * string never printed by meao_config_dump(). */
+enum ktype { K_STR, K_INT, K_OCTAL, K_BOOL, K_LEVEL, K_ENUM, K_SECRET };
 
 struct key {
     const char *name;
@@ -13,40 +15,62 @@ struct key {
     size_t off;
     const char *def;
     int64_t min, max;
+    const char *choices;
 };
 
 #define OFF(f) offsetof(struct meao_config, f)
 
 /* The single list of keys: name, type, where it lives, default, bounds. */
 static const struct key keys[] = {
-    {"db_path", K_STR, OFF(db_path), "/var/lib/meao/meao.db", 1, 4096},
-    {"db_busy_timeout_ms", K_INT, OFF(db_busy_timeout_ms), "5000", 0, 600000},
-    {"secret_file", K_STR, OFF(secret_file), "/var/lib/meao/secret.key", 1, 4096},
-    {"fcgi_socket", K_STR, OFF(fcgi_socket), "/run/meao/fcgi.sock", 1, 107},
-    {"fcgi_socket_mode", K_OCTAL, OFF(fcgi_socket_mode), "0660", 0, 0777},
-    {"fcgi_socket_group", K_STR, OFF(fcgi_socket_group), "", 0, 255},
-    {"fcgi_workers", K_INT, OFF(fcgi_workers), "0", 0, 256},
-    {"fcgi_backlog", K_INT, OFF(fcgi_backlog), "1024", 1, 65535},
-    {"pid_file", K_STR, OFF(pid_file), "", 0, 4096},
-    {"max_body_bytes", K_INT, OFF(max_body_bytes), "1048576", 1024, 67108864},
-    {"max_json_depth", K_INT, OFF(max_json_depth), "32", 1, 256},
-    {"trust_forwarded_for", K_BOOL, OFF(trust_forwarded_for), "false", 0, 1},
-    {"debug_routes", K_BOOL, OFF(debug_routes), "false", 0, 1},
-    {"ratelimit_enabled", K_BOOL, OFF(ratelimit_enabled), "true", 0, 1},
-    {"ratelimit_shm", K_STR, OFF(ratelimit_shm), "/run/meao/ratelimit.shm", 1, 4096},
-    {"rate_rest_per_min", K_INT, OFF(rate_rest_per_min), "60", 1, 1000000},
-    {"rate_rest_per_hour", K_INT, OFF(rate_rest_per_hour), "1000", 1, 100000000},
-    {"rate_messages_per_min", K_INT, OFF(rate_messages_per_min), "10", 1, 1000000},
-    {"rate_pairing_per_15min", K_INT, OFF(rate_pairing_per_15min), "10", 1, 1000000},
-    {"rate_ws_messages_per_min", K_INT, OFF(rate_ws_messages_per_min), "30", 1, 1000000},
-    {"ws_max_connections_per_user", K_INT, OFF(ws_max_connections_per_user), "5", 1, 10000},
-    {"access_token_ttl_s", K_INT, OFF(access_token_ttl_s), "86400", 60, 31536000},
-    {"refresh_token_ttl_s", K_INT, OFF(refresh_token_ttl_s), "2592000", 60, 315360000},
-    {"log_level", K_LEVEL, OFF(log_level), "info", 0, 3},
-    {"log_file", K_STR, OFF(log_file), "", 0, 4096},
-    {"orchestrator_socket", K_STR, OFF(orchestrator_socket), "/run/meao/orchestrator.sock", 1, 107},
+    {"db_path", K_STR, OFF(db_path), "/var/lib/meao/meao.db", 1, 4096, NULL},
+    {"db_busy_timeout_ms", K_INT, OFF(db_busy_timeout_ms), "5000", 0, 600000, NULL},
+    {"secret_file", K_STR, OFF(secret_file), "/var/lib/meao/secret.key", 1, 4096, NULL},
+    {"fcgi_socket", K_STR, OFF(fcgi_socket), "/run/meao/fcgi.sock", 1, 107, NULL},
+    {"fcgi_socket_mode", K_OCTAL, OFF(fcgi_socket_mode), "0660", 0, 0777, NULL},
+    {"fcgi_socket_group", K_STR, OFF(fcgi_socket_group), "", 0, 255, NULL},
+    {"fcgi_workers", K_INT, OFF(fcgi_workers), "0", 0, 256, NULL},
+    {"fcgi_backlog", K_INT, OFF(fcgi_backlog), "1024", 1, 65535, NULL},
+    {"pid_file", K_STR, OFF(pid_file), "", 0, 4096, NULL},
+    {"max_body_bytes", K_INT, OFF(max_body_bytes), "1048576", 1024, 67108864, NULL},
+    {"max_json_depth", K_INT, OFF(max_json_depth), "32", 1, 256, NULL},
+    {"trust_forwarded_for", K_BOOL, OFF(trust_forwarded_for), "false", 0, 1, NULL},
+    {"debug_routes", K_BOOL, OFF(debug_routes), "false", 0, 1, NULL},
+    {"ratelimit_enabled", K_BOOL, OFF(ratelimit_enabled), "true", 0, 1, NULL},
+    {"ratelimit_shm", K_STR, OFF(ratelimit_shm), "/run/meao/ratelimit.shm", 1, 4096, NULL},
+    {"rate_rest_per_min", K_INT, OFF(rate_rest_per_min), "60", 1, 1000000, NULL},
+    {"rate_rest_per_hour", K_INT, OFF(rate_rest_per_hour), "1000", 1, 100000000, NULL},
+    {"rate_messages_per_min", K_INT, OFF(rate_messages_per_min), "10", 1, 1000000, NULL},
+    {"rate_pairing_per_15min", K_INT, OFF(rate_pairing_per_15min), "10", 1, 1000000, NULL},
+    {"rate_ws_messages_per_min", K_INT, OFF(rate_ws_messages_per_min), "30", 1, 1000000, NULL},
+    {"ws_max_connections_per_user", K_INT, OFF(ws_max_connections_per_user), "5", 1, 10000, NULL},
+    {"access_token_ttl_s", K_INT, OFF(access_token_ttl_s), "86400", 60, 31536000, NULL},
+    {"refresh_token_ttl_s", K_INT, OFF(refresh_token_ttl_s), "2592000", 60, 315360000, NULL},
+    {"log_level", K_LEVEL, OFF(log_level), "info", 0, 3, NULL},
+    {"log_file", K_STR, OFF(log_file), "", 0, 4096, NULL},
+    {"orchestrator_socket", K_STR, OFF(orchestrator_socket), "/run/meao/orchestrator.sock", 1, 107,
+     NULL},
     {"orchestrator_connect_timeout_ms", K_INT, OFF(orchestrator_connect_timeout_ms), "1000", 1,
-     60000},
+     60000, NULL},
+    {"orchestrator_idle_timeout_ms", K_INT, OFF(orchestrator_idle_timeout_ms), "120000", 1000,
+     3600000, NULL},
+    {"turn_deadline_s", K_INT, OFF(turn_deadline_s), "300", 1, 86400, NULL},
+    {"orchestrator_socket_mode", K_OCTAL, OFF(orchestrator_socket_mode), "0660", 0, 0777, NULL},
+    {"orchestrator_socket_group", K_STR, OFF(orchestrator_socket_group), "", 0, 255, NULL},
+    {"orchestrator_max_turns", K_INT, OFF(orchestrator_max_turns), "256", 1, 65536, NULL},
+    {"provider", K_ENUM, OFF(provider), "echo", 0, 0, "echo|anthropic|openai"},
+    {"provider_base_url", K_STR, OFF(provider_base_url), "", 0, 2048, NULL},
+    {"provider_model", K_STR, OFF(provider_model), "", 0, 256, NULL},
+    {"provider_api_key", K_SECRET, OFF(provider_api_key), "", 0, 4096, NULL},
+    {"provider_timeout_ms", K_INT, OFF(provider_timeout_ms), "120000", 100, 3600000, NULL},
+    {"provider_max_tokens", K_INT, OFF(provider_max_tokens), "4096", 1, 1000000, NULL},
+    {"max_tool_iterations", K_INT, OFF(max_tool_iterations), "8", 1, 100, NULL},
+    {"approval_timeout_ms", K_INT, OFF(approval_timeout_ms), "30000", 10, 3600000, NULL},
+    {"workspace_root", K_STR, OFF(workspace_root), "/var/lib/meao/workspace", 1, 4096, NULL},
+    {"tool_timeout_ms", K_INT, OFF(tool_timeout_ms), "10000", 10, 3600000, NULL},
+    {"tool_output_max_bytes", K_INT, OFF(tool_output_max_bytes), "65536", 64, 16777216, NULL},
+    {"tool_policy_bash", K_ENUM, OFF(tool_policy_bash), "always", 0, 0, "auto|ask|always"},
+    {"tool_policy_read_file", K_ENUM, OFF(tool_policy_read_file), "auto", 0, 0, "auto|ask|always"},
+    {"tool_policy_write_file", K_ENUM, OFF(tool_policy_write_file), "ask", 0, 0, "auto|ask|always"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -59,27 +83,44 @@ static const struct key *find_key(const char *name)
     return NULL;
 }
 
+static int store_str(char **field, const char *name, const char *value, char *err, size_t errlen)
+{
+    char *dup = strdup(value);
+    if (dup == NULL) {
+        snprintf(err, errlen, "config: %s: out of memory", name);
+        return -1;
+    }
+    free(*field);
+    *field = dup;
+    return 0;
+}
+
 static int apply(struct meao_config *cfg, const struct key *k, const char *value, char *err,
                  size_t errlen)
 {
     char *field = (char *)cfg + k->off;
     switch (k->type) {
+    case K_ENUM: {
+        size_t n = strlen(value);
+        for (const char *c = k->choices; c && *c;) {
+            size_t cl = strcspn(c, "|");
+            if (cl == n && strncmp(c, value, n) == 0)
+                return store_str((char **)field, k->name, value, err, errlen);
+            c += cl + (c[cl] == '|');
+        }
+        snprintf(err, errlen, "config: %s: expected one of %s, got \"%.40s\"", k->name, k->choices,
+                 value);
+        return -1;
+    }
+    case K_SECRET:
     case K_STR: {
         size_t n = strlen(value);
-        char *dup;
         if ((int64_t)n < k->min || (int64_t)n > k->max) {
             snprintf(err, errlen, "config: %s: length must be %lld..%lld", k->name,
                      (long long)k->min, (long long)k->max);
             return -1;
         }
-        dup = strdup(value);
-        if (dup == NULL) {
-            snprintf(err, errlen, "config: %s: out of memory", k->name);
-            return -1;
-        }
-        free(*(char **)field);
-        *(char **)field = dup;
-        return 0;
+        return store_str((char **)field, k->name, value, err, errlen);
     }
     case K_INT:
     case K_OCTAL: {
@@ -236,7 +277,7 @@ void meao_config_free(struct meao_config *cfg)
     if (cfg == NULL)
         return;
     for (size_t i = 0; i < NKEYS; i++) {
-        if (keys[i].type == K_STR) {
+        if (keys[i].type == K_STR || keys[i].type == K_ENUM || keys[i].type == K_SECRET) {
             char **f = (char **)((char *)cfg + keys[i].off);
             free(*f);
             *f = NULL;
@@ -249,7 +290,12 @@ void meao_config_dump(const struct meao_config *cfg, FILE *out)
     for (size_t i = 0; i < NKEYS; i++) {
         const char *field = (const char *)cfg + keys[i].off;
         switch (keys[i].type) {
-        case K_STR: fprintf(out, "%s = %s\n", keys[i].name, *(char *const *)field); break;
+        case K_STR:
+        case K_ENUM: fprintf(out, "%s = %s\n", keys[i].name, *(char *const *)field); break;
+        case K_SECRET:
+            fprintf(out, "%s = %s\n", keys[i].name,
+                    (*(char *const *)field)[0] ? "(set, not shown)" : "");
+            break;
         case K_INT:
             fprintf(out, "%s = %lld\n", keys[i].name, (long long)*(const int64_t *)field);
             break;

@@ -47,6 +47,26 @@ struct meao_config {
     /* orchestrator */
     char *orchestrator_socket;
     int64_t orchestrator_connect_timeout_ms;
+    int64_t orchestrator_idle_timeout_ms;
+    int64_t turn_deadline_s;
+    /* the orchestrator daemon */
+    int64_t orchestrator_socket_mode;
+    char *orchestrator_socket_group;
+    int64_t orchestrator_max_turns;
+    char *provider;          /* echo | anthropic | openai */
+    char *provider_base_url; /* empty: the provider's public default */
+    char *provider_model;
+    char *provider_api_key; /* a secret: never logged; prefer MEAO_PROVIDER_API_KEY */
+    int64_t provider_timeout_ms;
+    int64_t provider_max_tokens;
+    int64_t max_tool_iterations;
+    int64_t approval_timeout_ms;
+    char *workspace_root;
+    int64_t tool_timeout_ms;
+    int64_t tool_output_max_bytes;
+    char *tool_policy_bash;       /* auto | ask | always */
+    char *tool_policy_read_file;  /* auto | ask | always */
+    char *tool_policy_write_file; /* auto | ask | always */
 };
 
 /* cfg must be uninitialised (or freed): it is overwritten. On failure

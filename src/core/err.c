@@ -25,6 +25,7 @@ static const struct meao_err_info infos[MEAO_E_COUNT_] = {
     [MEAO_E_UNAVAILABLE] = {503, "SERVICE_UNAVAILABLE", "Service unavailable", true},
     [MEAO_E_PROVIDER] = {502, "PROVIDER_ERROR", "Model provider error", true},
     [MEAO_E_TIMEOUT] = {504, "GATEWAY_TIMEOUT", "Timed out", true},
+    [MEAO_E_CANCELLED] = {409, "CANCELLED", "Cancelled", false},
     [MEAO_E_PAIR_PENDING] = {400, "authorization_pending", "The pairing has not been approved yet",
                              true},
     [MEAO_E_PAIR_SLOW_DOWN] = {400, "slow_down", "Polling too fast; wait the interval", true},

@@ -26,6 +26,7 @@ enum meao_err {
     MEAO_E_UNAVAILABLE,
     MEAO_E_PROVIDER,
     MEAO_E_TIMEOUT,
+    MEAO_E_CANCELLED,
     /* device pairing answers (API.md "Device pairing", RFC 8628 names) */
     MEAO_E_PAIR_PENDING,
     MEAO_E_PAIR_SLOW_DOWN,
