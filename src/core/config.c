@@ -312,3 +312,18 @@ void meao_config_dump(const struct meao_config *cfg, FILE *out)
         }
     }
 }
+
+size_t meao_config_key_count(void)
+{
+    return NKEYS;
+}
+
+const char *meao_config_key_name(size_t i)
+{
+    return i < NKEYS ? keys[i].name : NULL;
+}
+
+const char *meao_config_key_default(size_t i)
+{
+    return i < NKEYS ? keys[i].def : NULL;
+}

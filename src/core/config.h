@@ -85,6 +85,12 @@ void meao_config_defaults(struct meao_config *cfg);
 
 void meao_config_free(struct meao_config *cfg);
 
+/* The known keys, for documentation checks: names 0..count-1. */
+size_t meao_config_key_count(void);
+const char *meao_config_key_name(size_t i);
+/* The default of key i, as text. */
+const char *meao_config_key_default(size_t i);
+
 /* Print every key with its current value, as a config file would hold it. */
 void meao_config_dump(const struct meao_config *cfg, FILE *out);
 

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +193,40 @@ static void config_bad_value_names_the_key(void **state)
     meao_config_free(&cfg);
 }
 
+/* deploy/meao.conf.example documents every key with its default, and the
+ * file itself loads cleanly: the documentation cannot drift from the code. */
+static void example_config_documents_every_key(void **state)
+{
+    struct meao_config cfg;
+    char err[256], path[512], line[512];
+    FILE *f;
+    (void)state;
+    snprintf(path, sizeof path, "%s/deploy/meao.conf.example", MEAO_SOURCE_DIR);
+    assert_int_equal(meao_config_load(&cfg, path, err, sizeof err), 0);
+    meao_config_free(&cfg);
+    for (size_t i = 0; i < meao_config_key_count(); i++) {
+        const char *name = meao_config_key_name(i);
+        bool found = false;
+        f = fopen(path, "r");
+        assert_non_null(f);
+        while (!found && fgets(line, sizeof line, f)) {
+            size_t n = strlen(name);
+            if (strncmp(line, name, n) == 0 && line[n] == ' ') {
+                char want[300];
+                const char *def = meao_config_key_default(i);
+                snprintf(want, sizeof want, def[0] ? "%s = %s\n" : "%s =%s\n", name, def);
+                if (strcmp(line, want) != 0)
+                    fail_msg("%s: example says \"%s\", default is \"%s\"", name, line,
+                             meao_config_key_default(i));
+                found = true;
+            }
+        }
+        fclose(f);
+        if (!found)
+            fail_msg("key %s is not documented in deploy/meao.conf.example", name);
+    }
+}
+
 static void log_redacts_tokens(void **state)
 {
     char s[] = "auth meao_at_4bX9zzzzzzzzzzzzzzzzzzzzzzzzz and Bearer abc.def rest";
@@ -227,6 +262,7 @@ int main(void)
         cmocka_unit_test(json_nesting_limit),
         cmocka_unit_test(config_defaults_file_env),
         cmocka_unit_test(config_bad_value_names_the_key),
+        cmocka_unit_test(example_config_documents_every_key),
         cmocka_unit_test(log_redacts_tokens),
         cmocka_unit_test(fake_clock_moves_only_when_told),
     };
