@@ -20,6 +20,7 @@ struct job {
     struct meao_req req;
     struct meao_resp resp;
     struct job *next;
+    struct job *running_next; /* in pool->running while a thread runs it */
 };
 
 struct cgi_pool {
@@ -31,7 +32,8 @@ struct cgi_pool {
     pthread_cond_t cv;
     struct job *head, *tail; /* waiting, FIFO */
     unsigned nwaiting;
-    struct job *done; /* finished, any order */
+    struct job *done;    /* finished, any order */
+    struct job *running; /* being run by a thread */
     bool quit;
     unsigned idle; /* threads waiting for a job */
     pthread_t th[POOL_MAX_THREADS];
@@ -67,12 +69,20 @@ static void *run(void *arg)
         if (pool->head == NULL)
             pool->tail = NULL;
         pool->nwaiting--;
+        j->running_next = pool->running;
+        pool->running = j;
         pthread_mutex_unlock(&pool->mu);
 
         meao_resp_init(&j->resp);
         meao_app_handle(&app, &j->req, &j->resp);
 
         pthread_mutex_lock(&pool->mu);
+        for (struct job **p = &pool->running; *p; p = &(*p)->running_next) {
+            if (*p == j) {
+                *p = j->running_next;
+                break;
+            }
+        }
         j->next = pool->done;
         pool->done = j;
         pthread_mutex_unlock(&pool->mu);
@@ -134,8 +144,7 @@ enum cgi_pool_rc cgi_pool_submit(struct cgi_pool *pool, void *conn, struct meao_
         }
     }
     j->conn = conn;
-    j->req = *req; /* a move: the strings and the body now belong to the job */
-    meao_req_init(req);
+    meao_req_move(&j->req, req); /* the strings and the body now belong to the job */
     pthread_mutex_lock(&pool->mu);
     if (pool->tail)
         pool->tail->next = j;
@@ -146,6 +155,20 @@ enum cgi_pool_rc cgi_pool_submit(struct cgi_pool *pool, void *conn, struct meao_
     pthread_cond_signal(&pool->cv);
     pthread_mutex_unlock(&pool->mu);
     return CGI_POOL_QUEUED;
+}
+
+void cgi_pool_abandon(struct cgi_pool *pool, void *conn)
+{
+    if (pool == NULL)
+        return;
+    pthread_mutex_lock(&pool->mu);
+    for (struct job *j = pool->running; j; j = j->running_next)
+        if (j->conn == conn)
+            meao_req_mark_client_gone(&j->req);
+    for (struct job *j = pool->head; j; j = j->next)
+        if (j->conn == conn)
+            meao_req_mark_client_gone(&j->req);
+    pthread_mutex_unlock(&pool->mu);
 }
 
 void cgi_pool_collect(struct cgi_pool *pool)

@@ -32,6 +32,11 @@ int cgi_pool_fd(const struct cgi_pool *pool);
  * the job and *req is left initialised (empty); otherwise *req is untouched. */
 enum cgi_pool_rc cgi_pool_submit(struct cgi_pool *pool, void *conn, struct meao_req *req);
 
+/* The client of conn's queued or running job went away: flag its request
+ * (meao_req_client_gone()) so the handler can stop early. Loop thread only;
+ * a conn with no job is ignored. */
+void cgi_pool_abandon(struct cgi_pool *pool, void *conn);
+
 /* Deliver finished jobs to the done callback. Loop thread only. */
 void cgi_pool_collect(struct cgi_pool *pool);
 

@@ -141,7 +141,8 @@ static void conn_close(struct worker *w, struct conn *c)
         c->fd = -1;
     }
     if (c->in_pool) {
-        c->zombie = true; /* the pool still points at it */
+        c->zombie = true;             /* the pool still points at it */
+        cgi_pool_abandon(w->pool, c); /* nobody waits for the answer: let it stop early */
         return;
     }
     conn_release(w, c);
@@ -366,6 +367,7 @@ static bool on_event(struct worker *w, struct conn *c, const struct meao_fcgi_ev
     case MEAO_FCGI_EV_ABORT:
         if (c->in_pool) {
             c->aborted = true; /* its answer is dropped when it comes back */
+            cgi_pool_abandon(w->pool, c);
             return true;
         }
         return send_end_only(w, c) && !c->closing;

@@ -37,6 +37,27 @@ static const struct meao_field complete_fields[] = {
 };
 static const struct meao_schema complete_schema = {complete_fields, 3, false};
 
+/* sessions, messages, approvals (content and attachments are checked in
+ * depth by their handlers: their shape is not one a flat schema can say) */
+static const struct meao_field session_fields[] = {
+    {"channel", MEAO_F_STRING, false, 1, 32},
+    {"channelId", MEAO_F_STRING, false, 1, 32},
+    {"workDir", MEAO_F_STRING, false, 1, 1024},
+};
+static const struct meao_schema session_schema = {session_fields, 3, false};
+
+static const struct meao_field message_fields[] = {
+    {"content", MEAO_F_ANY, true, 0, 0},
+    {"attachments", MEAO_F_ARRAY, false, 0, 8},
+};
+static const struct meao_schema message_schema = {message_fields, 2, false};
+
+static const struct meao_field approval_fields[] = {
+    {"approved", MEAO_F_BOOL, true, 0, 0},
+    {"trustSession", MEAO_F_BOOL, false, 0, 0},
+};
+static const struct meao_schema approval_schema = {approval_fields, 2, false};
+
 #define ENV  MEAO_ROUTE_ENVELOPE
 #define JSON (MEAO_ROUTE_ENVELOPE | MEAO_ROUTE_JSON_BODY)
 
@@ -64,6 +85,31 @@ const struct meao_route meao_routes[] = {
     /* rate class applied by the handler: only the short-code variant is limited per IP */
     {"POST", "/api/v1/auth/pair/complete", meao_api_pair_complete, MEAO_AUTH_NONE, MEAO_RATE_NONE,
      &complete_schema, JSON},
+    /* sessions and messages (API.md "Sessions and messages") */
+    {"POST", "/api/v1/sessions", meao_api_sessions_create, MEAO_AUTH_USER, MEAO_RATE_REST,
+     &session_schema, JSON},
+    {"GET", "/api/v1/sessions", meao_api_sessions_list, MEAO_AUTH_USER, MEAO_RATE_REST, NULL, ENV},
+    {"GET", "/api/v1/sessions/:id", meao_api_sessions_get, MEAO_AUTH_USER, MEAO_RATE_REST, NULL,
+     ENV},
+    {"DELETE", "/api/v1/sessions/:id", meao_api_sessions_delete, MEAO_AUTH_USER, MEAO_RATE_REST,
+     NULL, ENV},
+    {"POST", "/api/v1/sessions/:id/messages", meao_api_messages_post, MEAO_AUTH_USER,
+     MEAO_RATE_MESSAGES, &message_schema, JSON | MEAO_ROUTE_SLOW},
+    {"GET", "/api/v1/sessions/:id/messages", meao_api_messages_list, MEAO_AUTH_USER, MEAO_RATE_REST,
+     NULL, ENV},
+    /* approvals and tools: short orchestrator calls (bounded by
+     * MEAO_ORCH_SHORT_MS), still off the event loop: a stalled orchestrator
+     * must not stall every connection of a worker */
+    {"GET", "/api/v1/approvals", meao_api_approvals_list, MEAO_AUTH_USER, MEAO_RATE_REST, NULL,
+     ENV | MEAO_ROUTE_SLOW},
+    {"POST", "/api/v1/approvals/:id", meao_api_approvals_answer, MEAO_AUTH_USER, MEAO_RATE_REST,
+     &approval_schema, JSON | MEAO_ROUTE_SLOW},
+    {"GET", "/api/v1/tools", meao_api_tools_list, MEAO_AUTH_USER, MEAO_RATE_REST, NULL,
+     ENV | MEAO_ROUTE_SLOW},
+    {"GET", "/api/v1/tools/:name", meao_api_tools_get, MEAO_AUTH_USER, MEAO_RATE_REST, NULL,
+     ENV | MEAO_ROUTE_SLOW},
+    {"GET", "/api/v1/config", meao_api_config_get, MEAO_AUTH_USER, MEAO_RATE_REST, NULL, ENV},
+    {"PATCH", "/api/v1/config", meao_api_config_patch, MEAO_AUTH_OWNER, MEAO_RATE_REST, NULL, JSON},
     /* test-only, off unless debug_routes = true */
     {"GET", "/__debug/sleep", meao_api_debug_sleep, MEAO_AUTH_NONE, MEAO_RATE_NONE, NULL,
      MEAO_ROUTE_SLOW},

@@ -33,6 +33,40 @@ enum meao_err meao_api_pair_deny(struct meao_app *app, struct meao_req *req,
 enum meao_err meao_api_pair_complete(struct meao_app *app, struct meao_req *req,
                                      struct meao_resp *resp);
 
+/* sessions.c */
+enum meao_err meao_api_sessions_create(struct meao_app *app, struct meao_req *req,
+                                       struct meao_resp *resp);
+enum meao_err meao_api_sessions_list(struct meao_app *app, struct meao_req *req,
+                                     struct meao_resp *resp);
+enum meao_err meao_api_sessions_get(struct meao_app *app, struct meao_req *req,
+                                    struct meao_resp *resp);
+enum meao_err meao_api_sessions_delete(struct meao_app *app, struct meao_req *req,
+                                       struct meao_resp *resp);
+
+/* messages.c — the POST runs one orchestrator turn (a MEAO_ROUTE_SLOW route) */
+enum meao_err meao_api_messages_post(struct meao_app *app, struct meao_req *req,
+                                     struct meao_resp *resp);
+enum meao_err meao_api_messages_list(struct meao_app *app, struct meao_req *req,
+                                     struct meao_resp *resp);
+
+/* approvals.c */
+enum meao_err meao_api_approvals_list(struct meao_app *app, struct meao_req *req,
+                                      struct meao_resp *resp);
+enum meao_err meao_api_approvals_answer(struct meao_app *app, struct meao_req *req,
+                                        struct meao_resp *resp);
+
+/* tools.c */
+enum meao_err meao_api_tools_list(struct meao_app *app, struct meao_req *req,
+                                  struct meao_resp *resp);
+enum meao_err meao_api_tools_get(struct meao_app *app, struct meao_req *req,
+                                 struct meao_resp *resp);
+
+/* config.c */
+enum meao_err meao_api_config_get(struct meao_app *app, struct meao_req *req,
+                                  struct meao_resp *resp);
+enum meao_err meao_api_config_patch(struct meao_app *app, struct meao_req *req,
+                                    struct meao_resp *resp);
+
 /* debug.c — only answer when the debug_routes config key is true */
 enum meao_err meao_api_debug_sleep(struct meao_app *app, struct meao_req *req,
                                    struct meao_resp *resp);

@@ -15,13 +15,15 @@
 
 static const char *prog = "meao";
 static _Thread_local char context_rid[65];
-static enum meao_log_level min_level = MEAO_LOG_INFO;
+/* Read by every thread, changed at run time (PATCH /api/v1/config): atomic. */
+static int min_level = MEAO_LOG_INFO;
+#define MIN_LEVEL() __atomic_load_n(&min_level, __ATOMIC_RELAXED)
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
 void meao_log_init(const char *program, enum meao_log_level level)
 {
     prog = program;
-    min_level = level;
+    __atomic_store_n(&min_level, (int)level, __ATOMIC_RELAXED);
 }
 
 void meao_log_set_context(const char *request_id)
@@ -36,17 +38,17 @@ const char *meao_log_context(void)
 
 void meao_log_set_level(enum meao_log_level level)
 {
-    min_level = level;
+    __atomic_store_n(&min_level, (int)level, __ATOMIC_RELAXED);
 }
 
 enum meao_log_level meao_log_get_level(void)
 {
-    return min_level;
+    return (enum meao_log_level)MIN_LEVEL();
 }
 
 bool meao_log_enabled(enum meao_log_level level)
 {
-    return level >= min_level;
+    return (int)level >= MIN_LEVEL();
 }
 
 bool meao_log_parse_level(const char *s, enum meao_log_level *out)
@@ -174,7 +176,7 @@ static void emit(enum meao_log_level level, const char *rid, const char *event, 
 void meao_log(enum meao_log_level level, const char *rid, const char *event, const char *fmt, ...)
 {
     va_list ap;
-    if (level < min_level)
+    if ((int)level < MIN_LEVEL())
         return;
     va_start(ap, fmt);
     emit(level, rid, event, NULL, fmt, ap);
@@ -185,7 +187,7 @@ void meao_log_fields(enum meao_log_level level, const char *rid, const char *eve
                      const char *fmt, ...)
 {
     va_list ap;
-    if (level < min_level)
+    if ((int)level < MIN_LEVEL())
         return;
     va_start(ap, fmt);
     emit(level, rid, event, fields, fmt, ap);

@@ -14,6 +14,7 @@
 #include "auth/ratelimit.h"
 #include "store/db.h"
 #include "store/identity.h"
+#include "store/settings.h"
 
 /* After a failed open, wait this long before trying again, so a broken
  * database does not turn every request into an open() storm. */
@@ -29,6 +30,8 @@ enum meao_err meao_app_init(struct meao_app *app, const struct meao_config *cfg,
 {
     memset(app, 0, sizeof *app);
     app->cfg = cfg;
+    app->base_cfg = cfg;
+    app->settings_version = -1;
     app->clock = clock;
     app->program = program;
     app->started_ms = meao_now_ms(clock);
@@ -65,6 +68,37 @@ const struct meao_secrets *meao_app_secrets(struct meao_app *app)
     }
     app->secrets_loaded = true;
     return &app->secrets;
+}
+
+void meao_app_settings_refresh(struct meao_app *app, bool force)
+{
+    int64_t now = meao_mono_ms(app->clock), v = 0;
+    struct meao_db *db;
+    json_t *ov = NULL;
+    bool level;
+
+    if (!force && now < app->settings_check_mono_ms)
+        return;
+    app->settings_check_mono_ms = now + MEAO_SETTINGS_CHECK_MS;
+    db = meao_app_db(app);
+    if (db == NULL || meao_settings_version(db, &v) != MEAO_OK || v == app->settings_version)
+        return;
+    if (meao_settings_load(db, &ov, &v) != MEAO_OK)
+        return;
+    if (json_object_size(ov) == 0) {
+        app->cfg = app->base_cfg;
+    } else {
+        meao_settings_overlay(app->base_cfg, ov, &app->live_cfg);
+        app->cfg = &app->live_cfg;
+    }
+    /* the log level is the process's: touch it only for an override (or to
+     * undo one), so a level set otherwise (tests, tools) is left alone */
+    level = json_object_get(ov, "log_level") != NULL;
+    if (level || app->log_level_overridden)
+        meao_log_set_level(app->cfg->log_level);
+    app->log_level_overridden = level;
+    app->settings_version = v;
+    json_decref(ov);
 }
 
 void meao_app_token_ttl(const struct meao_app *app, struct meao_token_ttl *out)
@@ -162,6 +196,8 @@ enum meao_err meao_app_housekeeping(struct meao_app *app)
 {
     int64_t now = meao_now_ms(app->clock);
     struct meao_db *db;
+    if (app->db) /* an idle process picks up a new log level too */
+        meao_app_settings_refresh(app, false);
     if (app->rl == NULL || !meao_rl_save_due(app->rl, now, MEAO_RL_SAVE_EVERY_MS))
         return MEAO_OK;
     db = meao_app_db(app);
@@ -328,6 +364,8 @@ void meao_app_handle(struct meao_app *app, struct meao_req *req, struct meao_res
         }
         goto out;
     }
+    if (r->auth != MEAO_AUTH_NONE || r->rate != MEAO_RATE_NONE)
+        meao_app_settings_refresh(app, false); /* limits and log level may have changed */
     if (r->auth != MEAO_AUTH_NONE) {
         e = meao_authenticate(app, req, resp, r->auth);
         if (e != MEAO_OK)

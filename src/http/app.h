@@ -15,12 +15,19 @@ struct meao_db;
 struct meao_rl;
 
 struct meao_app {
-    const struct meao_config *cfg;  /* borrowed */
-    const struct meao_clock *clock; /* borrowed */
-    struct meao_db *db;             /* NULL until opened; reopened lazily */
-    int64_t db_retry_mono_ms;       /* next time a failed open may be retried */
-    int64_t started_ms;             /* wall clock at start, for uptime */
-    struct meao_secrets secrets;    /* derived keys, loaded lazily */
+    /* The configuration in effect: base_cfg, or live_cfg when the settings
+     * table overrides some keys (PATCH /api/v1/config; store/settings.h). */
+    const struct meao_config *cfg;
+    const struct meao_config *base_cfg; /* borrowed: file + environment */
+    struct meao_config live_cfg;        /* shallow: never meao_config_free() it */
+    int64_t settings_version;           /* applied; -1 before the first read */
+    int64_t settings_check_mono_ms;     /* next time the version is compared */
+    bool log_level_overridden;          /* live_cfg set the process's log level */
+    const struct meao_clock *clock;     /* borrowed */
+    struct meao_db *db;                 /* NULL until opened; reopened lazily */
+    int64_t db_retry_mono_ms;           /* next time a failed open may be retried */
+    int64_t started_ms;                 /* wall clock at start, for uptime */
+    struct meao_secrets secrets;        /* derived keys, loaded lazily */
     bool secrets_loaded;
     int64_t secrets_retry_mono_ms;
     struct meao_rl *rl; /* shared rate-limit table, attached lazily */
@@ -43,6 +50,13 @@ struct meao_db *meao_app_db(struct meao_app *app);
 
 /* The server secrets, loading them when needed; NULL when unavailable. */
 const struct meao_secrets *meao_app_secrets(struct meao_app *app);
+
+/* Re-apply the settings table's overrides to app->cfg when their version
+ * moved. Without force it looks at most every MEAO_SETTINGS_CHECK_MS (one
+ * small read); the pipeline calls it before every authenticated or rate-
+ * limited request, so a PATCH served by any process applies everywhere
+ * within about a second. Never fails: without a database nothing changes. */
+void meao_app_settings_refresh(struct meao_app *app, bool force);
 
 /* Token lifetimes from the configuration. */
 struct meao_token_ttl;

@@ -149,6 +149,26 @@ static bool pct_decode(const char *src, size_t n, char *out, size_t outlen)
     return true;
 }
 
+void meao_req_move(struct meao_req *dst, struct meao_req *src)
+{
+    *dst = *src;
+    for (size_t i = 0; i < dst->nparams && i < MEAO_MAX_PATH_PARAMS; i++)
+        if (src->params[i] >= src->path_buf &&
+            src->params[i] < src->path_buf + sizeof src->path_buf)
+            dst->params[i] = dst->path_buf + (src->params[i] - src->path_buf);
+    meao_req_init(src);
+}
+
+void meao_req_mark_client_gone(struct meao_req *req)
+{
+    __atomic_store_n(&req->client_gone, 1, __ATOMIC_RELEASE);
+}
+
+bool meao_req_client_gone(const struct meao_req *req)
+{
+    return __atomic_load_n(&req->client_gone, __ATOMIC_ACQUIRE) != 0;
+}
+
 bool meao_req_query(const struct meao_req *req, const char *key, char *out, size_t outlen)
 {
     const char *q = req->query;

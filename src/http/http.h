@@ -65,6 +65,12 @@ struct meao_req {
     json_t *json; /* parsed, validated body (NULL when the route takes none) */
     struct meao_principal who;
     int64_t start_mono_ms;
+
+    /* Set from the adapter's thread while a slow request runs elsewhere, when
+     * the client went away (nginx closed the connection or aborted the
+     * request). Atomic: use meao_req_mark_client_gone() and
+     * meao_req_client_gone(). */
+    int client_gone;
 };
 
 struct meao_resp_header {
@@ -89,6 +95,11 @@ void meao_req_init(struct meao_req *req);
 /* Free everything the request owns; req may be reused after meao_req_init(). */
 void meao_req_free(struct meao_req *req);
 
+/* Move src into dst (which must not own anything), fixing the pointers the
+ * request keeps into itself (path params); src is left initialised (empty).
+ * A plain struct copy would leave dst's params pointing into src. */
+void meao_req_move(struct meao_req *dst, struct meao_req *src);
+
 /* Record one CGI parameter (name=value). Unknown names are ignored, so an
  * adapter may pass everything it gets. Returns false on allocation failure. */
 bool meao_req_set_param(struct meao_req *req, const char *name, size_t name_len, const char *value,
@@ -97,6 +108,11 @@ bool meao_req_set_param(struct meao_req *req, const char *name, size_t name_len,
 /* Take ownership of a malloc'd body of len bytes (NUL-terminated by caller
  * at body[len]). */
 void meao_req_take_body(struct meao_req *req, char *body, size_t len);
+
+/* The client went away: a handler still running may stop early (an
+ * orchestrator turn is cancelled). Safe from any thread. */
+void meao_req_mark_client_gone(struct meao_req *req);
+bool meao_req_client_gone(const struct meao_req *req);
 
 /* Path parameter i of the matched route (e.g. ":id"), or NULL. */
 const char *meao_req_param(const struct meao_req *req, size_t i);

@@ -256,12 +256,13 @@ json_t *meao_orch_turn_request(const char *request_id, const char *session_id, c
                                const json_t *trusted_tools, const json_t *history,
                                const char *content, const json_t *attachments)
 {
+    /* "o" steals: borrowed arrays are increfed first, fresh empty ones are not leaked */
     json_t *t =
-        json_pack("{s:s, s:i, s:s, s:{s:s, s:s, s:s, s:s, s:O}, s:O, s:s}", "type", "turn", "v",
+        json_pack("{s:s, s:i, s:s, s:{s:s, s:s, s:s, s:s, s:o}, s:o, s:s}", "type", "turn", "v",
                   MEAO_ORCH_VERSION, "requestId", request_id, "session", "id", session_id, "userId",
                   user_id, "channel", channel, "workDir", work_dir, "trustedTools",
-                  trusted_tools ? (json_t *)trusted_tools : json_array(), "history",
-                  history ? (json_t *)history : json_array(), "content", content);
+                  trusted_tools ? json_incref((json_t *)trusted_tools) : json_array(), "history",
+                  history ? json_incref((json_t *)history) : json_array(), "content", content);
     if (t && attachments)
         json_object_set(t, "attachments", (json_t *)attachments);
     return t;

@@ -1,5 +1,6 @@
 #include "store/db.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@ struct cached {
 struct meao_db {
     sqlite3 *h;
     int busy_timeout_ms;
+    bool relaxed; /* synchronous=NORMAL for the open transaction */
     size_t ncached;
     struct cached cache[STMT_CACHE];
 };
@@ -245,6 +247,29 @@ enum meao_err meao_db_begin_immediate(struct meao_db *db)
     return meao_db_err(rc);
 }
 
+/* Back to synchronous=FULL after a relaxed transaction. */
+static void restore_sync(struct meao_db *db)
+{
+    if (db->relaxed && sqlite3_get_autocommit(db->h)) {
+        exec(db->h, "PRAGMA synchronous = FULL");
+        db->relaxed = false;
+    }
+}
+
+enum meao_err meao_db_begin_relaxed(struct meao_db *db)
+{
+    int rc = exec(db->h, "PRAGMA synchronous = NORMAL");
+    if (rc == SQLITE_OK) {
+        db->relaxed = true;
+        rc = exec(db->h, "BEGIN IMMEDIATE");
+    }
+    if (rc != SQLITE_OK) {
+        meao_log(MEAO_LOG_WARN, NULL, __func__, "%s", sqlite3_errmsg(db->h));
+        restore_sync(db);
+    }
+    return meao_db_err(rc);
+}
+
 enum meao_err meao_db_commit(struct meao_db *db)
 {
     int rc = exec(db->h, "COMMIT");
@@ -252,6 +277,7 @@ enum meao_err meao_db_commit(struct meao_db *db)
         meao_log(MEAO_LOG_WARN, NULL, __func__, "%s", sqlite3_errmsg(db->h));
         exec(db->h, "ROLLBACK");
     }
+    restore_sync(db);
     return meao_db_err(rc);
 }
 
@@ -259,6 +285,7 @@ void meao_db_rollback(struct meao_db *db)
 {
     if (!sqlite3_get_autocommit(db->h))
         exec(db->h, "ROLLBACK");
+    restore_sync(db);
 }
 
 enum meao_err meao_db_check_writable(struct meao_db *db, int timeout_ms)

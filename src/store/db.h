@@ -43,6 +43,13 @@ sqlite3_stmt *meao_db_stmt(struct meao_db *db, const char *sql);
 
 /* Transactions. begin_immediate takes the write lock up front (read-then-write). */
 enum meao_err meao_db_begin_immediate(struct meao_db *db);
+/* BEGIN IMMEDIATE with relaxed durability (synchronous=NORMAL until the
+ * transaction ends): the commit survives any process crash, kill -9
+ * included (it is in the WAL, in the kernel's page cache), but not a power
+ * loss before the next synchronous commit or checkpoint. For frequent rows
+ * whose loss on power failure is harmless (sessions, messages) — never for
+ * tokens or pairing codes. meao_db_commit()/meao_db_rollback() restore FULL. */
+enum meao_err meao_db_begin_relaxed(struct meao_db *db);
 enum meao_err meao_db_commit(struct meao_db *db);
 void meao_db_rollback(struct meao_db *db);
 

@@ -75,6 +75,54 @@ const char *const meao_schema[] = {
     "  tat1_ms INTEGER NOT NULL,"
     "  updated_ms INTEGER NOT NULL"
     ") STRICT;",
+
+    /* 3: sessions, messages and live settings. A session row carries the
+     * lease of its running turn (lease_token + lease_until_ms): one turn at a
+     * time, and a crashed holder's lease simply expires. Messages keep their
+     * status (pending until the turn ends, then ok or failed); only ok
+     * messages are sent back to the orchestrator as history. settings holds
+     * the configuration overrides made with PATCH /api/v1/config; every
+     * process re-reads them when meta.settings_version changes. */
+    "CREATE TABLE sessions ("
+    "  id INTEGER PRIMARY KEY,"
+    "  public_id TEXT NOT NULL UNIQUE,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  channel TEXT NOT NULL,"
+    "  work_dir TEXT NOT NULL,"
+    "  status TEXT NOT NULL CHECK (status IN ('active', 'ended')),"
+    "  trusted_tools TEXT NOT NULL DEFAULT '[]',"
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL,"
+    "  ended_ms INTEGER,"
+    "  lease_token TEXT,"
+    "  lease_request_id TEXT,"
+    "  lease_until_ms INTEGER"
+    ") STRICT;"
+    "CREATE INDEX sessions_user ON sessions(user_id, status, id);"
+    "CREATE TABLE messages ("
+    "  id INTEGER PRIMARY KEY,"
+    "  public_id TEXT NOT NULL UNIQUE,"
+    "  session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+    "  role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),"
+    "  content TEXT NOT NULL,"
+    "  status TEXT NOT NULL CHECK (status IN ('pending', 'ok', 'failed')),"
+    "  tool_calls TEXT,"
+    "  tool_call_id TEXT,"
+    "  attachments TEXT,"
+    "  input_tokens INTEGER,"
+    "  output_tokens INTEGER,"
+    "  request_id TEXT,"
+    "  error_code TEXT,"
+    "  created_ms INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE INDEX messages_session ON messages(session_id, id);"
+    "CREATE TABLE settings ("
+    "  key TEXT PRIMARY KEY,"
+    "  value TEXT NOT NULL,"
+    "  updated_ms INTEGER NOT NULL,"
+    "  updated_by INTEGER"
+    ") STRICT;"
+    "INSERT INTO meta(key, value) VALUES ('settings_version', '0');",
 };
 
 const size_t meao_schema_count = sizeof meao_schema / sizeof meao_schema[0];

@@ -561,3 +561,105 @@ export async function assertHealthy(assert, stack) {
   assert.equal(r.status, 200, `GET /health after the previous request: ${r.text.slice(0, 200)}`);
   assert.equal(r.json && r.json.status, 'ok');
 }
+
+// --- the orchestrator, for suites that run turns (sessions.test.mjs) --------
+//
+// Appended by the sessions work: starts build/meao-orchestrator on the
+// stack's own orchestrator_socket, reading the stack's config file (the
+// daemon shares the configuration keys), unless something already answers
+// there (e.g. once startStack() starts the orchestrator itself). Returns a
+// handle { pid, child, started, stop(signal), kill() }.
+
+export const orchestratorBin = path.join(buildDir, 'meao-orchestrator');
+
+function orchestratorPing(socketPath, timeoutMs = 1000) {
+  return new Promise((resolve) => {
+    const s = net.connect(socketPath);
+    let buf = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve(false);
+    }, timeoutMs);
+    s.on('connect', () => s.write('{"type":"ping","v":1}\n'));
+    s.on('data', (d) => {
+      buf += d;
+      if (buf.includes('\n')) {
+        clearTimeout(timer);
+        s.destroy();
+        resolve(/"pong"/.test(buf));
+      }
+    });
+    s.on('error', () => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+}
+
+Stack.prototype.orchestratorSocket = function orchestratorSocket() {
+  return this.config.orchestrator_socket;
+};
+
+Stack.prototype.orchestratorAlive = function orchestratorAlive() {
+  return orchestratorPing(this.orchestratorSocket());
+};
+
+Stack.prototype.startOrchestrator = async function startOrchestrator() {
+  const sock = this.orchestratorSocket();
+  if (this.orchestratorHandle && this.orchestratorHandle.child && !this.orchestratorHandle.child.exitInfo) {
+    return this.orchestratorHandle;
+  }
+  if (await orchestratorPing(sock, 300)) return { pid: 0, child: null, started: false };
+  if (!fs.existsSync(orchestratorBin)) throw new Error(`${orchestratorBin} not found: build it first`);
+  if (this.config.workspace_root) fs.mkdirSync(this.config.workspace_root, { recursive: true, mode: 0o700 });
+  try {
+    fs.unlinkSync(sock); // a stale socket of a killed daemon
+  } catch {
+    /* none */
+  }
+  const log = path.join(this.dir, 'orchestrator.log');
+  this.orchestratorLog = log;
+  const child = this.spawnLogged(orchestratorBin, ['-c', this.configFile], log, { env: this.opts.env || {} });
+  await waitFor(
+    async () => {
+      if (child.exitInfo) throw fatal(`meao-orchestrator exited early (${JSON.stringify(child.exitInfo)}):\n${tail(log)}`);
+      return orchestratorPing(sock, 300);
+    },
+    { timeoutMs: 10000, what: `meao-orchestrator on ${sock}` },
+  );
+  const stack = this;
+  const handle = {
+    pid: child.pid,
+    child,
+    started: true,
+    async stop() {
+      await stack.endProcess(child);
+    },
+    async kill() {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      await child.exited;
+    },
+  };
+  this.orchestratorHandle = handle;
+  // stopped with the stack
+  const stop = this.stop.bind(this);
+  this.stop = async function stopWithOrchestrator() {
+    if (handle.child && !handle.child.exitInfo) await stack.endProcess(handle.child);
+    const olog = (() => {
+      try {
+        return fs.readFileSync(log, 'utf8');
+      } catch {
+        return '';
+      }
+    })();
+    if (process.env.MEAO_E2E_DEBUG) process.stderr.write(`--- ${log}\n${olog}\n`);
+    const san = SANITIZER_RE.exec(olog);
+    await stop();
+    if (san) throw new Error(`sanitizer report in meao-orchestrator's log:\n${olog.slice(san.index, san.index + 4000)}`);
+  };
+  return handle;
+};
