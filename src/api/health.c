@@ -4,10 +4,12 @@
 
 #include "api/routes.h"
 #include "core/clock.h"
+#include "orch/client.h"
 #include "store/db.h"
 
 /* /ready must answer quickly even when the database is locked. */
-#define READY_DB_TIMEOUT_MS 250
+#define READY_DB_TIMEOUT_MS   250
+#define READY_ORCH_TIMEOUT_MS 500
 
 enum meao_err meao_api_health(struct meao_app *app, struct meao_req *req, struct meao_resp *resp)
 {
@@ -47,6 +49,14 @@ static bool run_checks(struct meao_app *app, json_t *checks)
             meao_app_db_reset(app);
     } else {
         json_object_set_new(checks, "database", json_string("ok"));
+    }
+    /* the orchestrator answers a ping on a fresh connection (PROTOCOL.md "Liveness") */
+    if (meao_orch_ping(app->cfg->orchestrator_socket, app->clock, READY_ORCH_TIMEOUT_MS) !=
+        MEAO_OK) {
+        ok = false;
+        json_object_set_new(checks, "orchestrator", json_string("unavailable"));
+    } else {
+        json_object_set_new(checks, "orchestrator", json_string("ok"));
     }
     return ok;
 }

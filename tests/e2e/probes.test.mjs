@@ -28,13 +28,28 @@ test('GET /health: every response gets its own request id', async () => {
   assert.notEqual(a.headers.get('x-request-id'), b.headers.get('x-request-id'));
 });
 
-test('GET /ready: 200 {ready:true} with database "ok"', async () => {
+test('GET /ready: 200 {ready:true} with database and orchestrator "ok"', async () => {
   const r = await stack.request('/ready');
   assert.equal(r.status, 200, r.text);
   assert.match(r.headers.get('x-request-id') || '', UUID_V4);
   assert.equal(r.json.ready, true);
   assert.equal(r.json.checks.database, 'ok');
-  // the orchestrator check joins with the orchestrator issue; not asserted here
+  assert.equal(r.json.checks.orchestrator, 'ok');
+});
+
+test('orchestrator stopped: /ready 503 with the orchestrator marked, fast; /health 200; recovers', async () => {
+  await stack.orchestratorHandle.stop();
+  const t0 = Date.now();
+  const r = await stack.request('/ready');
+  assert.ok(Date.now() - t0 < 1500, `/ready took ${Date.now() - t0} ms`);
+  assert.equal(r.status, 503, r.text);
+  assert.equal(r.json.ready, false);
+  assert.equal(r.json.checks.database, 'ok');
+  assert.equal(r.json.checks.orchestrator, 'unavailable');
+  assert.equal((await stack.request('/health')).status, 200);
+  stack.orchestratorHandle = null;
+  await stack.startOrchestrator();
+  assert.equal((await stack.request('/ready')).status, 200);
 });
 
 test('GET /health/detailed without an owner token: 401 JSON', async () => {

@@ -228,13 +228,16 @@ static void health_is_plain_json_with_request_id(void **state)
     json_decref(r.body);
 }
 
-static void ready_checks_database(void **state)
+static void ready_checks_database_and_orchestrator(void **state)
 {
+    /* no orchestrator listens on the default socket here: the database is
+     * fine, the orchestrator check fails fast and marks itself */
     struct result r = run(*state, "GET", "/ready", NULL, NULL, NULL);
-    assert_int_equal(r.status, 200);
-    assert_true(json_is_true(json_object_get(r.body, "ready")));
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(r.body, "checks"), "database")), "ok");
+    json_t *checks = json_object_get(r.body, "checks");
+    assert_int_equal(r.status, 503);
+    assert_true(json_is_false(json_object_get(r.body, "ready")));
+    assert_string_equal(json_string_value(json_object_get(checks, "database")), "ok");
+    assert_string_equal(json_string_value(json_object_get(checks, "orchestrator")), "unavailable");
     json_decref(r.body);
 }
 
@@ -347,7 +350,7 @@ int main(void)
         cmocka_unit_test(params_are_copied_and_content_length_parsed),
         cmocka_unit_test(serialize_cgi_response),
         cmocka_unit_test_setup_teardown(health_is_plain_json_with_request_id, setup, teardown),
-        cmocka_unit_test_setup_teardown(ready_checks_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(ready_checks_database_and_orchestrator, setup, teardown),
         cmocka_unit_test_setup_teardown(ready_503_when_database_cannot_open, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_path_and_wrong_method, setup, teardown),
         cmocka_unit_test_setup_teardown(body_validation_pipeline, setup, teardown),

@@ -198,6 +198,7 @@ export class Stack {
       log_level: 'info',
       orchestrator_socket: path.join(this.runDir, 'orchestrator.sock'),
       ratelimit_shm: path.join(this.runDir, 'ratelimit.shm'),
+      workspace_root: path.join(this.dir, 'workspace'),
       debug_routes: 'true',
       ...(this.opts.config || {}),
     };
@@ -329,6 +330,8 @@ export class Stack {
     this.writeSecret();
     if (this.opts.prepare) await this.opts.prepare(this);
     await this.startFcgi();
+    // the whole stack, as deploy/run-local runs it; {orchestrator: false} leaves it out
+    if (this.opts.orchestrator !== false) await this.startOrchestrator();
     await this.startNginx();
     await waitFor(
       async () => {
