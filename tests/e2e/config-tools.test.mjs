@@ -168,7 +168,7 @@ describe('config', () => {
 
   // The gateway sends the changed policies with every turn (`toolPolicies`,
   // PROTOCOL.md); the reference orchestrator must honour them for this to pass.
-  test('a changed tool policy applies to the next turn', { todo: 'orchestrator: honour the turn\'s toolPolicies' }, async () => {
+  test('a changed tool policy applies to the next turn', async () => {
     const p = await call('PATCH', '/api/v1/config', owner.token, { tools: { policies: { write_file: 'auto' } } });
     assert.equal(p.status, 200, p.text);
     try {
