@@ -447,7 +447,9 @@ describe('Retry-After', () => {
     // 30/min: one request every 2 s
     const stack = await stackWith({ rate_rest_per_min: 30 });
     const u = stack.addUser('patient');
-    const first = await sequential(30, () => get(stack, ME, u.token));
+    // exhaust in one concurrent burst, so the first refill is nearly a whole
+    // interval away (the early probe below has room even on a slow machine)
+    const first = await Promise.all(Array.from({ length: 30 }, () => get(stack, ME, u.token)));
     assert.deepEqual(byStatus(first), { 200: 30 });
     for (let round = 1; round <= 2; round++) {
       const sentAt = Date.now();
@@ -458,8 +460,9 @@ describe('Retry-After', () => {
       if (ra >= 2) {
         // Retry-After is rounded up: the true wait is in (ra - 1, ra] from the
         // decision, which came after sentAt; a request arriving before
-        // sentAt + ra - 1 must still be refused
-        await sleep(Math.max(0, sentAt + (ra - 1) * 1000 - 50 - Date.now()));
+        // sentAt + ra - 1 must still be refused (sent 250 ms before that, to
+        // leave room for a slow round trip)
+        await sleep(Math.max(0, sentAt + (ra - 1) * 1000 - 250 - Date.now()));
         const early = await get(stack, ME, u.token);
         assertLimited(early);
       }
