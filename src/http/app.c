@@ -112,10 +112,13 @@ const char *meao_app_client_ip(const struct meao_app *app, const struct meao_req
     if (app->cfg->trust_forwarded_for && req->forwarded_for && req->forwarded_for[0]) {
         /* the hop our trusted proxy appended is the last one */
         const char *last = strrchr(req->forwarded_for, ',');
+        unsigned char addr[sizeof(struct in6_addr)];
         last = last ? last + 1 : req->forwarded_for;
         while (*last == ' ')
             last++;
-        if (*last)
+        /* only an address: anything else (a proxy that did not append, a
+         * forged value) must not become a bucket of its own */
+        if (inet_pton(AF_INET, last, addr) == 1 || inet_pton(AF_INET6, last, addr) == 1)
             return last;
     }
     return req->remote_addr ? req->remote_addr : "unknown";

@@ -330,6 +330,26 @@ static void owner_route_requires_auth(void **state)
     json_decref(r.body);
 }
 
+static void client_ip_trusts_only_a_last_hop_address(void **state)
+{
+    struct fixture *f = *state;
+    struct meao_req req;
+    char err[256];
+    meao_req_init(&req);
+    req.remote_addr = (char *)"10.0.0.9";
+    req.forwarded_for = (char *)"1.2.3.4, 5.6.7.8";
+    /* off by default: the header is a client's word */
+    assert_string_equal(meao_app_client_ip(&f->app, &req), "10.0.0.9");
+    meao_config_set(&f->cfg, "trust_forwarded_for", "true", err, sizeof err);
+    assert_string_equal(meao_app_client_ip(&f->app, &req), "5.6.7.8");
+    req.forwarded_for = (char *)"1.2.3.4, 2001:db8::1";
+    assert_string_equal(meao_app_client_ip(&f->app, &req), "2001:db8::1");
+    req.forwarded_for = (char *)"1.2.3.4, not-an-ip";
+    assert_string_equal(meao_app_client_ip(&f->app, &req), "10.0.0.9");
+    req.forwarded_for = (char *)"1.2.3.4,";
+    assert_string_equal(meao_app_client_ip(&f->app, &req), "10.0.0.9");
+}
+
 static void debug_routes_off_by_default(void **state)
 {
     struct fixture *f = *state;
@@ -355,6 +375,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(unknown_path_and_wrong_method, setup, teardown),
         cmocka_unit_test_setup_teardown(body_validation_pipeline, setup, teardown),
         cmocka_unit_test_setup_teardown(owner_route_requires_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(client_ip_trusts_only_a_last_hop_address, setup, teardown),
         cmocka_unit_test_setup_teardown(debug_routes_off_by_default, setup, teardown),
     };
     meao_lib_init();
