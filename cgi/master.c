@@ -5,20 +5,17 @@
  * handled synchronously with sigtimedwait(): no async handlers, no races with fork(). */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cgi.h"
+#include "core/daemon.h"
 #include "core/log.h"
 
 #define MAX_WORKERS     256
@@ -42,9 +39,7 @@ struct master {
     const struct meao_clock *clock;
     pid_t self;
     int lfd;
-    bool own_socket; /* created here: removed on exit */
-    dev_t sock_dev;
-    ino_t sock_ino;
+    struct meao_listener listener; /* the socket file, unless it was inherited */
     bool wrote_pid;
     struct slot slots[MAX_WORKERS];
     unsigned nslots;
@@ -67,149 +62,6 @@ static unsigned worker_count(const struct meao_config *cfg)
     if (n < 1)
         n = 1;
     return n > MAX_WORKERS ? MAX_WORKERS : (unsigned)n;
-}
-
-static int resolve_group(const char *name, gid_t *out)
-{
-    char *end;
-    long v = strtol(name, &end, 10);
-    struct group grp, *gr = NULL;
-    char buf[4096];
-    if (*name && *end == '\0' && v >= 0) {
-        *out = (gid_t)v;
-        return 0;
-    }
-    if (getgrnam_r(name, &grp, buf, sizeof buf, &gr) != 0 || gr == NULL)
-        return -1;
-    *out = gr->gr_gid;
-    return 0;
-}
-
-/* Create, bind and listen on the unix socket. A leftover socket file is
- * removed only when nothing answers on it: a second master must not steal a
- * live responder's socket. */
-static int open_listener(struct master *m)
-{
-    const struct meao_config *cfg = m->cfg;
-    const char *path = cfg->fcgi_socket;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    struct stat st;
-    mode_t old;
-    int fd;
-
-    if (strlen(path) >= sizeof sa.sun_path) {
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "fcgi_socket path too long: %s", path);
-        return -1;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    if (lstat(path, &st) == 0) {
-        int probe;
-        if (!S_ISSOCK(st.st_mode)) {
-            meao_log(MEAO_LOG_ERROR, NULL, __func__, "%s exists and is not a socket", path);
-            return -1;
-        }
-        probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (probe < 0)
-            return -1;
-        if (connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0) {
-            close(probe);
-            meao_log(MEAO_LOG_ERROR, NULL, __func__,
-                     "another responder is listening on %s; refusing to start", path);
-            return -1;
-        }
-        if (errno != ECONNREFUSED) {
-            meao_log(MEAO_LOG_ERROR, NULL, __func__, "probing %s: %s", path, strerror(errno));
-            close(probe);
-            return -1;
-        }
-        close(probe);
-        meao_log(MEAO_LOG_INFO, NULL, __func__, "removing stale socket %s", path);
-        if (unlink(path) < 0 && errno != ENOENT) {
-            meao_log(MEAO_LOG_ERROR, NULL, __func__, "unlink %s: %s", path, strerror(errno));
-            return -1;
-        }
-    }
-
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "socket: %s", strerror(errno));
-        return -1;
-    }
-    /* born owner-only, then opened up to exactly the configured mode */
-    old = umask(0177);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        umask(old);
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "bind %s: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    umask(old);
-    m->own_socket = true;
-    if (chmod(path, (mode_t)cfg->fcgi_socket_mode) < 0) {
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "chmod %s: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (cfg->fcgi_socket_group && cfg->fcgi_socket_group[0]) {
-        gid_t gid;
-        if (resolve_group(cfg->fcgi_socket_group, &gid) < 0) {
-            meao_log(MEAO_LOG_ERROR, NULL, __func__, "fcgi_socket_group: no group %s",
-                     cfg->fcgi_socket_group);
-            goto fail;
-        }
-        if (chown(path, (uid_t)-1, gid) < 0) {
-            meao_log(MEAO_LOG_ERROR, NULL, __func__, "chown %s: %s", path, strerror(errno));
-            goto fail;
-        }
-    }
-    if (listen(fd, (int)cfg->fcgi_backlog) < 0) {
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "listen: %s", strerror(errno));
-        goto fail;
-    }
-    if (stat(path, &st) == 0) {
-        m->sock_dev = st.st_dev;
-        m->sock_ino = st.st_ino;
-    }
-    return fd;
-fail:
-    close(fd);
-    unlink(path);
-    m->own_socket = false;
-    return -1;
-}
-
-/* Remove our socket file, unless someone has replaced it since. */
-static void remove_socket(struct master *m)
-{
-    struct stat st;
-    if (!m->own_socket)
-        return;
-    if (lstat(m->cfg->fcgi_socket, &st) == 0 && st.st_dev == m->sock_dev &&
-        st.st_ino == m->sock_ino)
-        unlink(m->cfg->fcgi_socket);
-    m->own_socket = false;
-}
-
-static int write_pid_file(struct master *m)
-{
-    const char *path = m->cfg->pid_file;
-    char line[32];
-    int fd, n;
-    if (path == NULL || path[0] == '\0')
-        return 0;
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    n = snprintf(line, sizeof line, "%ld\n", (long)m->self);
-    if (write(fd, line, (size_t)n) != n) {
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "%s: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    close(fd);
-    m->wrote_pid = true;
-    return 0;
 }
 
 static void spawn(struct master *m, unsigned idx)
@@ -397,15 +249,6 @@ static void retry_migration(struct master *m)
     m->migrate_at_ms = meao_mono_ms(m->clock) + m->migrate_delay_ms;
 }
 
-static void raise_nofile(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
-
 int fcgi_master_run(struct meao_config *cfg, const char *config_path, int inherited_fd,
                     bool migrate_pending)
 {
@@ -421,7 +264,7 @@ int fcgi_master_run(struct meao_config *cfg, const char *config_path, int inheri
     m->migrate_pending = migrate_pending;
     m->migrate_delay_ms = 1000;
     m->migrate_at_ms = meao_mono_ms(m->clock) + m->migrate_delay_ms;
-    raise_nofile();
+    meao_raise_nofile();
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&m->sigs);
     sigaddset(&m->sigs, SIGTERM);
@@ -437,9 +280,11 @@ int fcgi_master_run(struct meao_config *cfg, const char *config_path, int inheri
         m->lfd = inherited_fd;
         fcntl(m->lfd, F_SETFL, fcntl(m->lfd, F_GETFL) | O_NONBLOCK);
     } else {
-        m->lfd = open_listener(m);
+        m->lfd = meao_listener_open(&m->listener, cfg->fcgi_socket, "fcgi_socket",
+                                    (mode_t)cfg->fcgi_socket_mode, cfg->fcgi_socket_group,
+                                    (int)cfg->fcgi_backlog);
     }
-    if (m->lfd < 0 || write_pid_file(m) < 0)
+    if (m->lfd < 0 || meao_pid_file_write(cfg->pid_file, &m->wrote_pid) < 0)
         goto out;
 
     m->nslots = worker_count(cfg);
@@ -503,7 +348,7 @@ int fcgi_master_run(struct meao_config *cfg, const char *config_path, int inheri
 out:
     if (m->lfd >= 0)
         close(m->lfd);
-    remove_socket(m);
+    meao_listener_unlink(&m->listener); /* an inherited socket was never ours */
     if (m->wrote_pid)
         unlink(cfg->pid_file);
     free(m);

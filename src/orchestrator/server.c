@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -12,11 +11,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +20,7 @@
 #include "core/clock.h"
 #include "core/json.h"
 #include "core/lines.h"
+#include "core/daemon.h"
 #include "core/log.h"
 #include "orchestrator/approvals.h"
 #include "orchestrator/provider.h"
@@ -100,9 +97,8 @@ struct server {
     bool have_engine;
     int ep, lfd, sfd, done_fd;
     enum kind listen_tag, signal_tag, done_tag;
-    bool own_socket, wrote_pid;
-    dev_t sock_dev;
-    ino_t sock_ino;
+    struct meao_listener listener;
+    bool wrote_pid;
     pthread_attr_t attr; /* detached turn threads */
     struct conn *conns;
     unsigned nconns, nturns, max_conns;
@@ -770,155 +766,6 @@ static void conn_event(struct conn *c, uint32_t events)
 
 /* --- listening -------------------------------------------------------------------- */
 
-static int resolve_group(const char *name, gid_t *out)
-{
-    char *end;
-    long v = strtol(name, &end, 10);
-    struct group grp, *gr = NULL;
-    char buf[4096];
-    if (*name && *end == '\0' && v >= 0) {
-        *out = (gid_t)v;
-        return 0;
-    }
-    if (getgrnam_r(name, &grp, buf, sizeof buf, &gr) != 0 || gr == NULL)
-        return -1;
-    *out = gr->gr_gid;
-    return 0;
-}
-
-/* Bind and listen. A leftover socket file is removed only when nothing
- * answers on it: a second daemon must not steal a live one's socket. */
-static int listen_socket(struct server *srv)
-{
-    const char *path = srv->cfg->orchestrator_socket;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    struct stat st;
-    mode_t old;
-    int fd;
-
-    if (strlen(path) >= sizeof sa.sun_path) {
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "orchestrator_socket path too long: %s", path);
-        return -1;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    if (lstat(path, &st) == 0) {
-        int probe;
-        if (!S_ISSOCK(st.st_mode)) {
-            meao_log(MEAO_LOG_ERROR, NULL, __func__, "%s exists and is not a socket", path);
-            return -1;
-        }
-        probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (probe < 0)
-            return -1;
-        if (connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0) {
-            close(probe);
-            meao_log(MEAO_LOG_ERROR, NULL, __func__,
-                     "another orchestrator is listening on %s; refusing to start", path);
-            return -1;
-        }
-        if (errno != ECONNREFUSED) {
-            meao_log(MEAO_LOG_ERROR, NULL, __func__, "probing %s: %s", path, strerror(errno));
-            close(probe);
-            return -1;
-        }
-        close(probe);
-        meao_log(MEAO_LOG_INFO, NULL, __func__, "removing stale socket %s", path);
-        if (unlink(path) < 0 && errno != ENOENT) {
-            meao_log(MEAO_LOG_ERROR, NULL, __func__, "unlink %s: %s", path, strerror(errno));
-            return -1;
-        }
-    }
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "socket: %s", strerror(errno));
-        return -1;
-    }
-    /* born owner-only, then opened up to exactly the configured mode */
-    old = umask(0177);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        umask(old);
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "bind %s: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    umask(old);
-    srv->own_socket = true;
-    if (chmod(path, (mode_t)srv->cfg->orchestrator_socket_mode) < 0) {
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "chmod %s: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (srv->cfg->orchestrator_socket_group && srv->cfg->orchestrator_socket_group[0]) {
-        gid_t gid;
-        if (resolve_group(srv->cfg->orchestrator_socket_group, &gid) < 0) {
-            meao_log(MEAO_LOG_ERROR, NULL, __func__, "orchestrator_socket_group: no group %s",
-                     srv->cfg->orchestrator_socket_group);
-            goto fail;
-        }
-        if (chown(path, (uid_t)-1, gid) < 0) {
-            meao_log(MEAO_LOG_ERROR, NULL, __func__, "chown %s: %s", path, strerror(errno));
-            goto fail;
-        }
-    }
-    if (listen(fd, BACKLOG) < 0) {
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "listen: %s", strerror(errno));
-        goto fail;
-    }
-    if (stat(path, &st) == 0) {
-        srv->sock_dev = st.st_dev;
-        srv->sock_ino = st.st_ino;
-    }
-    return fd;
-fail:
-    close(fd);
-    unlink(path);
-    srv->own_socket = false;
-    return -1;
-}
-
-/* Remove our socket file, unless someone has replaced it since. */
-static void remove_socket(struct server *srv)
-{
-    struct stat st;
-    if (!srv->own_socket)
-        return;
-    if (lstat(srv->cfg->orchestrator_socket, &st) == 0 && st.st_dev == srv->sock_dev &&
-        st.st_ino == srv->sock_ino)
-        unlink(srv->cfg->orchestrator_socket);
-    srv->own_socket = false;
-}
-
-static int write_pid_file(struct server *srv)
-{
-    const char *path = srv->cfg->pid_file;
-    char line[32];
-    int fd, n;
-    if (path == NULL || path[0] == '\0')
-        return 0;
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
-    if (write(fd, line, (size_t)n) != n) {
-        meao_log(MEAO_LOG_ERROR, NULL, __func__, "%s: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    close(fd);
-    srv->wrote_pid = true;
-    return 0;
-}
-
-static void raise_nofile(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
-
 /* A best-effort BUSY line to a connection that will not be served. */
 static void refuse(int fd)
 {
@@ -1027,7 +874,7 @@ static void begin_stop(struct server *srv, int sig)
     /* refuse at once rather than queue connections nobody will accept */
     close(srv->lfd);
     srv->lfd = -1;
-    remove_socket(srv);
+    meao_listener_unlink(&srv->listener);
     for (c = srv->conns; c != NULL; c = next) {
         next = c->next;
         if (c->state == C_TURN)
@@ -1134,7 +981,7 @@ int meao_server_run(const struct meao_config *cfg)
     srv->signal_tag = K_SIGNAL;
     srv->done_tag = K_DONE;
     srv->max_conns = (unsigned)cfg->orchestrator_max_turns + EXTRA_CONNS;
-    raise_nofile();
+    meao_raise_nofile();
     signal(SIGPIPE, SIG_IGN);
     /* blocked before any thread exists, so every thread inherits it and
      * only the signalfd sees them; tools get a clean mask (tools.c) */
@@ -1171,8 +1018,10 @@ int meao_server_run(const struct meao_config *cfg)
         goto out;
     }
     srv->have_engine = true;
-    srv->lfd = listen_socket(srv);
-    if (srv->lfd < 0 || write_pid_file(srv) < 0)
+    srv->lfd = meao_listener_open(&srv->listener, cfg->orchestrator_socket, "orchestrator_socket",
+                                  (mode_t)cfg->orchestrator_socket_mode,
+                                  cfg->orchestrator_socket_group, BACKLOG);
+    if (srv->lfd < 0 || meao_pid_file_write(cfg->pid_file, &srv->wrote_pid) < 0)
         goto out;
     ev.data.ptr = &srv->signal_tag;
     if (epoll_ctl(srv->ep, EPOLL_CTL_ADD, srv->sfd, &ev) < 0)
@@ -1189,7 +1038,7 @@ int meao_server_run(const struct meao_config *cfg)
         /* turn threads still hold the engine: leave everything to exit() */
         meao_log(MEAO_LOG_WARN, NULL, "stopped", "%u turn(s) did not end in %d ms", srv->nturns,
                  STOP_WAIT_MS);
-        remove_socket(srv);
+        meao_listener_unlink(&srv->listener);
         if (srv->wrote_pid)
             unlink(cfg->pid_file);
         return 1;
@@ -1210,7 +1059,7 @@ out:
     }
     if (srv->lfd >= 0)
         close(srv->lfd);
-    remove_socket(srv);
+    meao_listener_unlink(&srv->listener);
     if (srv->wrote_pid)
         unlink(cfg->pid_file);
     if (srv->have_engine)

@@ -436,7 +436,7 @@ describe('meao-orchestrator limits and lifecycle', () => {
       const second = orch.spawn();
       const res = await second.exited;
       assert.notEqual(res.code, 0);
-      assert.match(orch.log(), /another orchestrator is listening/);
+      assert.match(orch.log(), /another daemon is listening/);
       assert.equal((await orch.call({ type: 'ping', v: 1 })).type, 'pong');
     } finally {
       await orch.stop();
