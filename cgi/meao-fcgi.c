@@ -1,15 +1,13 @@
 /* meao-fcgi: the gateway's FastCGI responder (master + epoll workers), and a
  * plain CGI program when a web server runs it as one (GATEWAY_INTERFACE set
  * and no listening socket on stdin). */
-#include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "cgi.h"
+#include "core/daemon.h"
 #include "core/log.h"
 
 extern char **environ;
@@ -44,51 +42,17 @@ static bool stdin_is_listening_socket(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"check-config", no_argument, NULL, 'C'},
-        {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *config_path = NULL;
-    bool check_only = false, inherited, cgi_mode;
+    bool inherited, cgi_mode;
     struct meao_config cfg;
-    char err[256];
-    int c, rc;
+    const char *config_path;
+    int rc = meao_daemon_start(argc, argv, MEAO_FCGI_PROGRAM, usage, &cfg, &config_path);
 
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': config_path = optarg; break;
-        case 'C': check_only = true; break;
-        case 'V': printf("meao-fcgi %s\n", MEAO_VERSION); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (optind != argc) {
-        usage(stderr);
-        return 2;
-    }
-    if (meao_config_load(&cfg, config_path, err, sizeof err) < 0) {
-        fprintf(stderr, "meao-fcgi: %s\n", err);
-        meao_config_free(&cfg);
-        return 2;
-    }
-    if (check_only) {
-        printf("config ok\n");
-        meao_config_free(&cfg);
-        return 0;
-    }
-
+    if (rc >= 0)
+        return rc;
     inherited = stdin_is_listening_socket();
     cgi_mode = !inherited && getenv("GATEWAY_INTERFACE") != NULL;
-    meao_log_init(cgi_mode ? "meao-cgi" : MEAO_FCGI_PROGRAM, cfg.log_level);
-    if (meao_log_reopen(cfg.log_file) < 0) {
-        fprintf(stderr, "meao-fcgi: log_file %s: %s\n", cfg.log_file, strerror(errno));
-        meao_config_free(&cfg);
-        return 1;
-    }
+    if (cgi_mode)
+        meao_log_init("meao-cgi", cfg.log_level);
     if (meao_lib_init() < 0) {
         meao_log(MEAO_LOG_ERROR, NULL, "init", "library initialisation failed");
         meao_config_free(&cfg);

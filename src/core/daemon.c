@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,4 +166,52 @@ void meao_raise_nofile(void)
         rl.rlim_cur = rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+}
+
+int meao_daemon_start(int argc, char **argv, const char *program, void (*usage)(FILE *),
+                      struct meao_config *cfg, const char **config_path_out)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, 'C'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL;
+    bool check_only = false;
+    char err[256];
+    int c;
+
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config_path = optarg; break;
+        case 'C': check_only = true; break;
+        case 'V': printf("%s %s\n", program, MEAO_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (config_path_out)
+        *config_path_out = config_path;
+    if (meao_config_load(cfg, config_path, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: %s\n", program, err);
+        return 2;
+    }
+    if (check_only) {
+        printf("config ok\n");
+        meao_config_free(cfg);
+        return 0;
+    }
+    meao_log_init(program, cfg->log_level);
+    if (meao_log_reopen(cfg->log_file) < 0) {
+        fprintf(stderr, "%s: log_file %s: %s\n", program, cfg->log_file, strerror(errno));
+        meao_config_free(cfg);
+        return 1;
+    }
+    return -1;
 }

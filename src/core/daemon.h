@@ -6,7 +6,10 @@
 #define MEAO_CORE_DAEMON_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <sys/types.h>
+
+#include "core/config.h"
 
 /* The socket file a daemon created. The listening descriptor belongs to the
  * caller (it closes it when it stops accepting); this only remembers which
@@ -36,6 +39,16 @@ int meao_group_resolve(const char *name, gid_t *out);
 /* Write our pid to path (NULL or empty: nothing to do, returns 0). Returns
  * 0 or -1 (logged); *wrote tells whether the caller must remove it. */
 int meao_pid_file_write(const char *path, bool *wrote);
+
+/* The command line every daemon shares: [-c|--config FILE] [--check-config]
+ * [--version] [-h|--help]. Loads the configuration into cfg and opens the
+ * log (program name, level, log_file). Returns -1 when the daemon should go
+ * on running (cfg is then the caller's to free), or the exit status to
+ * return at once (help, version, a checked config, a bad option or value —
+ * reported in one line on stderr; cfg holds nothing then). *config_path
+ * (may be NULL) gets the -c argument (borrowed from argv), or NULL. */
+int meao_daemon_start(int argc, char **argv, const char *program, void (*usage)(FILE *),
+                      struct meao_config *cfg, const char **config_path);
 
 /* Raise the soft RLIMIT_NOFILE towards the hard limit (at most 65536). */
 void meao_raise_nofile(void);

@@ -300,3 +300,14 @@ enum meao_err meao_db_check_writable(struct meao_db *db, int timeout_ms)
     sqlite3_busy_timeout(db->h, db->busy_timeout_ms);
     return meao_db_err(rc);
 }
+
+enum meao_err meao_db_step(struct meao_db *db, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        if ((rc & 0xff) != SQLITE_CONSTRAINT)
+            meao_log(MEAO_LOG_WARN, NULL, "sqlite", "%s", sqlite3_errmsg(db->h));
+        return meao_db_err(rc);
+    }
+    return MEAO_OK;
+}

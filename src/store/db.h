@@ -58,6 +58,11 @@ void meao_db_rollback(struct meao_db *db);
  * quickly. Used by /ready. */
 enum meao_err meao_db_check_writable(struct meao_db *db, int timeout_ms);
 
+/* Step a prepared statement once: MEAO_OK on SQLITE_DONE or SQLITE_ROW,
+ * else the mapped error. Failures are logged, except constraint violations,
+ * which are answers (a taken name, a used code) rather than faults. */
+enum meao_err meao_db_step(struct meao_db *db, sqlite3_stmt *st);
+
 /* Map an SQLite result code to the library error (BUSY/LOCKED/IOERR/READONLY/
  * FULL/CANTOPEN → MEAO_E_DB, CONSTRAINT → MEAO_E_CONFLICT, else INTERNAL). */
 enum meao_err meao_db_err(int rc);

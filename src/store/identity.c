@@ -61,17 +61,6 @@ bool meao_role_parse(const char *s, enum meao_role *out)
     return true;
 }
 
-static enum meao_err step_done(struct meao_db *db, sqlite3_stmt *st)
-{
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        if ((rc & 0xff) != SQLITE_CONSTRAINT) /* conflicts are answers, not faults */
-            meao_log(MEAO_LOG_WARN, NULL, "sqlite", "%s", sqlite3_errmsg(meao_db_handle(db)));
-        return meao_db_err(rc);
-    }
-    return MEAO_OK;
-}
-
 enum meao_err meao_user_create(struct meao_db *db, const char *name, enum meao_role role,
                                int64_t now_ms, int64_t *id_out)
 {
@@ -83,7 +72,7 @@ enum meao_err meao_user_create(struct meao_db *db, const char *name, enum meao_r
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, meao_role_name(role), -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now_ms);
-    e = step_done(db, st);
+    e = meao_db_step(db, st);
     if (e == MEAO_OK && id_out)
         *id_out = sqlite3_last_insert_rowid(meao_db_handle(db));
     sqlite3_reset(st);
@@ -160,7 +149,7 @@ static enum meao_err insert_token(struct meao_db *db, const struct meao_secrets 
     sqlite3_bind_int64(st, 4, device_id);
     sqlite3_bind_int64(st, 5, now_ms);
     sqlite3_bind_int64(st, 6, expires_ms);
-    e = step_done(db, st);
+    e = meao_db_step(db, st);
     sqlite3_reset(st);
     return e;
 }
@@ -205,7 +194,7 @@ enum meao_err meao_device_enroll(struct meao_db *db, const struct meao_secrets *
     sqlite3_bind_int64(st, 2, user_id);
     sqlite3_bind_text(st, 3, device_name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, now_ms);
-    e = step_done(db, st);
+    e = meao_db_step(db, st);
     sqlite3_reset(st);
     if (e != MEAO_OK)
         return e;
@@ -257,7 +246,7 @@ enum meao_err meao_token_authenticate(struct meao_db *db, const struct meao_secr
         if (up) {
             sqlite3_bind_int64(up, 1, who->device_id);
             sqlite3_bind_int64(up, 2, now_ms);
-            (void)step_done(db, up);
+            (void)meao_db_step(db, up);
             sqlite3_reset(up);
         }
     }
@@ -266,7 +255,7 @@ enum meao_err meao_token_authenticate(struct meao_db *db, const struct meao_secr
 
 static enum meao_err exec_count(struct meao_db *db, sqlite3_stmt *st, int64_t *count)
 {
-    enum meao_err e = step_done(db, st);
+    enum meao_err e = meao_db_step(db, st);
     if (count)
         *count += e == MEAO_OK ? sqlite3_changes(meao_db_handle(db)) : 0;
     sqlite3_reset(st);
@@ -608,7 +597,7 @@ enum meao_err meao_audit(struct meao_db *db, int64_t now_ms, const char *request
         sqlite3_bind_text(st, 5, target, -1, SQLITE_STATIC);
     if (detail)
         sqlite3_bind_text(st, 6, detail, -1, SQLITE_STATIC);
-    e = step_done(db, st);
+    e = meao_db_step(db, st);
     sqlite3_reset(st);
     return e;
 }

@@ -9,16 +9,6 @@
 /* Rows are kept a while after expiry so a polling device hears "expired". */
 #define KEEP_EXPIRED_MS (10 * 60 * 1000LL)
 
-static enum meao_err step(struct meao_db *db, sqlite3_stmt *st)
-{
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        meao_log(MEAO_LOG_WARN, NULL, "sqlite", "%s", sqlite3_errmsg(meao_db_handle(db)));
-        return meao_db_err(rc);
-    }
-    return MEAO_OK;
-}
-
 static enum meao_err purge_old(struct meao_db *db, int64_t now_ms)
 {
     static const char sql[] = "DELETE FROM pairings WHERE expires_ms <= ?1";
@@ -27,7 +17,7 @@ static enum meao_err purge_old(struct meao_db *db, int64_t now_ms)
     if (st == NULL)
         return MEAO_E_INTERNAL;
     sqlite3_bind_int64(st, 1, now_ms - KEEP_EXPIRED_MS);
-    e = step(db, st);
+    e = meao_db_step(db, st);
     sqlite3_reset(st);
     return e;
 }
@@ -125,7 +115,7 @@ static enum meao_err count_failure(struct meao_db *db, const char *direction, in
     sqlite3_bind_text(st, 1, direction, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now_ms);
     sqlite3_bind_int(st, 3, MEAO_PAIR_MAX_FAILURES);
-    e = step(db, st);
+    e = meao_db_step(db, st);
     sqlite3_reset(st);
     return e;
 }
@@ -183,7 +173,7 @@ static enum meao_err set_status(struct meao_db *db, int64_t id, const char *stat
     sqlite3_bind_text(st, 2, status, -1, SQLITE_STATIC);
     if (user_id)
         sqlite3_bind_int64(st, 3, user_id);
-    e = step(db, st);
+    e = meao_db_step(db, st);
     sqlite3_reset(st);
     return e;
 }
@@ -317,7 +307,7 @@ enum meao_err meao_pair_poll(struct meao_db *db, const struct meao_secrets *keys
     }
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, now_ms);
-    e = step(db, st);
+    e = meao_db_step(db, st);
     sqlite3_reset(st);
     if (e != MEAO_OK)
         goto fail;

@@ -58,17 +58,6 @@ bool meao_channel_valid(const char *s)
     return true;
 }
 
-static enum meao_err step_done(struct meao_db *db, sqlite3_stmt *st)
-{
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        if ((rc & 0xff) != SQLITE_CONSTRAINT)
-            meao_log(MEAO_LOG_WARN, NULL, "sqlite", "%s", sqlite3_errmsg(meao_db_handle(db)));
-        return meao_db_err(rc);
-    }
-    return MEAO_OK;
-}
-
 static const char *col_text(sqlite3_stmt *st, int i)
 {
     const char *s = (const char *)sqlite3_column_text(st, i);
@@ -126,7 +115,7 @@ enum meao_err meao_session_create(struct meao_db *db, const char *public_id, int
     sqlite3_bind_text(st, 3, channel, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, work_dir, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, now_ms);
-    e = step_done(db, st);
+    e = meao_db_step(db, st);
     if (e == MEAO_OK && out) {
         memset(out, 0, sizeof *out);
         out->id = sqlite3_last_insert_rowid(meao_db_handle(db));
@@ -214,7 +203,7 @@ enum meao_err meao_session_end(struct meao_db *db, int64_t user_id, const char *
     sqlite3_bind_text(st, 1, public_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, user_id);
     sqlite3_bind_int64(st, 3, now_ms);
-    e = step_done(db, st);
+    e = meao_db_step(db, st);
     if (e == MEAO_OK && sqlite3_changes(meao_db_handle(db)) == 0)
         e = MEAO_E_NOT_FOUND;
     sqlite3_reset(st);
@@ -280,7 +269,7 @@ static enum meao_err insert_message(struct meao_db *db, int64_t session_id, cons
     if (request_id)
         sqlite3_bind_text(st, 10, request_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 11, now_ms);
-    e = step_done(db, st);
+    e = meao_db_step(db, st);
     if (e == MEAO_OK)
         out->id = sqlite3_last_insert_rowid(meao_db_handle(db));
     sqlite3_reset(st);
@@ -331,7 +320,7 @@ enum meao_err meao_turn_begin(struct meao_db *db, const struct meao_session *s,
     sqlite3_bind_text(st, 3, t->request_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, now_ms + t->lease_ms);
     sqlite3_bind_int64(st, 5, now_ms);
-    e = step_done(db, st);
+    e = meao_db_step(db, st);
     if (e == MEAO_OK && sqlite3_changes(meao_db_handle(db)) == 0)
         e = refusal(db, s->id, why);
     sqlite3_reset(st);
@@ -363,7 +352,7 @@ enum meao_err meao_turn_renew(struct meao_db *db, int64_t session_id, const char
     sqlite3_bind_int64(st, 1, session_id);
     sqlite3_bind_text(st, 2, lease_token, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now_ms + lease_ms);
-    e = step_done(db, st);
+    e = meao_db_step(db, st);
     if (e == MEAO_OK && sqlite3_changes(meao_db_handle(db)) == 0)
         e = MEAO_E_CONFLICT;
     sqlite3_reset(st);
@@ -383,7 +372,7 @@ static enum meao_err release_lease(struct meao_db *db, int64_t session_id, const
     sqlite3_bind_int64(st, 1, session_id);
     sqlite3_bind_text(st, 2, lease_token, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now_ms);
-    e = step_done(db, st); /* 0 rows: it expired and someone else holds it now; fine */
+    e = meao_db_step(db, st); /* 0 rows: it expired and someone else holds it now; fine */
     sqlite3_reset(st);
     return e;
 }
@@ -400,7 +389,7 @@ static enum meao_err settle_user_message(struct meao_db *db, int64_t msg_id, con
     sqlite3_bind_text(st, 2, status, -1, SQLITE_STATIC);
     if (code)
         sqlite3_bind_text(st, 3, code, -1, SQLITE_STATIC);
-    e = step_done(db, st);
+    e = meao_db_step(db, st);
     sqlite3_reset(st);
     return e;
 }
@@ -464,7 +453,7 @@ enum meao_err meao_turn_complete(struct meao_db *db, int64_t session_id, const c
         }
         sqlite3_bind_int64(st, 1, session_id);
         sqlite3_bind_text(st, 2, trusted, -1, SQLITE_STATIC);
-        e = step_done(db, st);
+        e = meao_db_step(db, st);
         sqlite3_reset(st);
         if (e != MEAO_OK)
             goto fail;
