@@ -73,6 +73,10 @@ enum meao_err meao_session_create(struct meao_db *db, const char *public_id, int
 enum meao_err meao_session_get(struct meao_db *db, int64_t user_id, const char *public_id,
                                int64_t now_ms, struct meao_session *out);
 
+/* The caller's newest active session of channel (borrowed);
+ * MEAO_E_NOT_FOUND when there is none. */
+enum meao_err meao_session_latest(struct meao_db *db, int64_t user_id, const char *channel,
+                                  int64_t now_ms, struct meao_session *out);
 /* The caller's sessions, newest first, as a JSON array (caller owns *out).
  * status: NULL (all), "active" or "ended". limit 1..200. */
 enum meao_err meao_session_list(struct meao_db *db, int64_t user_id, const char *status, int limit,
