@@ -38,6 +38,9 @@ struct meao_config {
     int64_t rate_pairing_per_15min;
     int64_t rate_ws_messages_per_min;
     int64_t ws_max_connections_per_user;
+    int64_t ws_auth_timeout_ms; /* an unauthenticated WebSocket is closed after this */
+    int64_t ws_idle_timeout_s;  /* ... and any WebSocket silent for this long */
+    int64_t ws_auth_recheck_ms; /* how often an open WebSocket re-checks its token */
     /* tokens */
     int64_t access_token_ttl_s;
     int64_t refresh_token_ttl_s;

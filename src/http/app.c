@@ -124,8 +124,7 @@ const char *meao_app_client_ip(const struct meao_app *app, const struct meao_req
     return req->remote_addr ? req->remote_addr : "unknown";
 }
 
-/* The shared rate-limit table, attached lazily (after fork) like the database. */
-static struct meao_rl *app_rl(struct meao_app *app)
+struct meao_rl *meao_app_rl(struct meao_app *app)
 {
     int64_t now;
     enum meao_err e;
@@ -180,7 +179,7 @@ enum meao_err meao_app_rate_limit(struct meao_app *app, struct meao_req *req,
         snprintf(key, sizeof key, "u:%lld", (long long)req->who.user_id);
     else
         ip_key(meao_app_client_ip(app, req), key, sizeof key);
-    rl = app_rl(app);
+    rl = meao_app_rl(app);
     if (rl == NULL)
         return meao_fail(resp, MEAO_E_UNAVAILABLE, "Rate limiter unavailable");
     e = meao_rl_check(rl, key, &cls, meao_now_ms(app->clock), &r);

@@ -48,6 +48,10 @@ void meao_app_fini(struct meao_app *app);
 /* The database connection, opening it when needed; NULL when unavailable. */
 struct meao_db *meao_app_db(struct meao_app *app);
 
+/* The shared rate-limit table (cfg ratelimit_shm), attached when needed
+ * (after fork, like the database); NULL when unavailable. */
+struct meao_rl *meao_app_rl(struct meao_app *app);
+
 /* The server secrets, loading them when needed; NULL when unavailable. */
 const struct meao_secrets *meao_app_secrets(struct meao_app *app);
 

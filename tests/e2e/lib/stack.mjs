@@ -29,6 +29,7 @@ export const e2eDir = path.resolve(here, '..');
 export const buildDir = path.resolve(e2eDir, process.env.MEAO_BUILD_DIR || '../../build');
 export const fcgiBin = path.join(buildDir, 'cgi', 'meao-fcgi');
 export const ctlBin = path.join(buildDir, 'meaoctl');
+export const wsBin = path.join(buildDir, 'ws', 'meao-ws');
 export const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 export const NOBODY = 65534;
 
@@ -85,6 +86,18 @@ export function childPids(pid) {
     }
   }
   return [...out].sort((a, b) => a - b);
+}
+
+/** Does something accept TCP connections on 127.0.0.1:port? */
+export function portOpenAt(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
 }
 
 export function pidAlive(pid) {
@@ -173,6 +186,9 @@ export class Stack {
     this.accessLog = path.join(this.dir, 'nginx-access.log');
     this.fcgi = null;
     this.nginx = null;
+    this.websocketd = null;
+    this.wsLog = path.join(this.dir, 'websocketd.log');
+    this.wsPort = 0;
     this.port = 0;
     this.baseUrl = '';
     this.stopped = false;
@@ -286,6 +302,8 @@ export class Stack {
         '--access-log', `${this.accessLog} meao_json`,
         '--error-log', `${this.nginxErrorLog} info`,
         '--user', this.nginxUser,
+        ...(this.wsPort ? ['--ws-port', String(this.wsPort)] : []),
+        ...(this.opts.wsOrigins || []).flatMap((o) => ['--ws-origin', o]),
       ];
       const r = spawnSync('bash', args, { encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`render-standalone failed:\n${r.stderr}`);
@@ -314,6 +332,69 @@ export class Stack {
     }
   }
 
+  /**
+   * websocketd on a free loopback port, running meao-ws with this stack's
+   * config for every connection, as deploy/run-local does (opts.wsMaxForks:
+   * --maxforks, default 64). meao-ws logs to its stderr, which websocketd
+   * copies into websocketd.log (readLog('ws')).
+   */
+  async startWebsocketd() {
+    if (!fs.existsSync(wsBin)) throw new Error(`${wsBin} not found: build first`);
+    for (let attempt = 1; ; attempt++) {
+      this.wsPort = await freePort();
+      this.websocketd = this.spawnLogged(
+        'websocketd',
+        [
+          '--address=127.0.0.1',
+          `--port=${this.wsPort}`,
+          `--maxforks=${this.opts.wsMaxForks || 64}`,
+          '--loglevel=error',
+          '--closems=0',
+          wsBin,
+          '-c',
+          this.configFile,
+        ],
+        this.wsLog,
+      );
+      const child = this.websocketd;
+      try {
+        await waitFor(
+          async () => {
+            if (child.exitInfo) throw fatal(`websocketd exited early:\n${tail(this.wsLog)}`);
+            return portOpenAt(this.wsPort);
+          },
+          { timeoutMs: 10000, what: 'websocketd to listen' },
+        );
+        return;
+      } catch (e) {
+        if (attempt < 5 && /address already in use/i.test(tail(this.wsLog))) continue;
+        throw e;
+      }
+    }
+  }
+
+  /** Pids of the meao-ws programs websocketd is running now. */
+  wsPrograms() {
+    return this.websocketd ? childPids(this.websocketd.pid).filter(pidAlive) : [];
+  }
+
+  /** Zombie children of websocketd (should always be none). */
+  wsZombies() {
+    if (!this.websocketd) return [];
+    return childPids(this.websocketd.pid).filter((pid) => {
+      try {
+        return /^\d+ \(.*\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  /** ws://.../ws?v=1 through nginx. */
+  wsUrl(query = 'v=1') {
+    return `ws://127.0.0.1:${this.port}/ws${query ? `?${query}` : ''}`;
+  }
+
   portOpen() {
     return new Promise((resolve) => {
       const s = net.connect(this.port, '127.0.0.1');
@@ -332,6 +413,7 @@ export class Stack {
     await this.startFcgi();
     // the whole stack, as deploy/run-local runs it; {orchestrator: false} leaves it out
     if (this.opts.orchestrator !== false) await this.startOrchestrator();
+    if (this.opts.ws) await this.startWebsocketd();
     await this.startNginx();
     await waitFor(
       async () => {
@@ -457,7 +539,12 @@ export class Stack {
   }
 
   readLog(which) {
-    const file = { fcgi: this.fcgiLog, nginxError: this.nginxErrorLog, access: this.accessLog }[which];
+    const file = {
+      fcgi: this.fcgiLog,
+      nginxError: this.nginxErrorLog,
+      access: this.accessLog,
+      ws: this.wsLog,
+    }[which];
     try {
       return fs.readFileSync(file, 'utf8');
     } catch {
@@ -493,6 +580,7 @@ export class Stack {
     this.stopped = true;
     const workers = this.workerPids();
     await this.endProcess(this.nginx);
+    await this.endProcess(this.websocketd);
     await this.endProcess(this.fcgi);
     // workers left behind by a master that died without reaping them
     for (const pid of workers) {
@@ -504,7 +592,7 @@ export class Stack {
         }
       }
     }
-    const fcgiLog = this.readLog('fcgi');
+    const fcgiLog = this.readLog('fcgi') + this.readLog('ws');
     if (process.env.MEAO_E2E_DEBUG) {
       process.stderr.write(`--- ${this.fcgiLog}\n${fcgiLog}\n--- ${this.nginxErrorLog}\n${this.readLog('nginxError')}\n`);
     }
