@@ -10,6 +10,7 @@
 #include "core/clock.h"
 #include "core/daemon.h"
 #include "core/log.h"
+#include "store/db.h"
 #include "ws/ws.h"
 
 static volatile int stop_flag;
@@ -56,6 +57,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    meao_db_low_memory(); /* one process per connection: keep each small */
     if (meao_lib_init() < 0 ||
         meao_app_init(&app, &cfg, meao_clock_system(), "meao-ws") != MEAO_OK) {
         meao_log(MEAO_LOG_ERROR, NULL, "init", "initialisation failed");

@@ -14,6 +14,7 @@
 #include "ws/ws.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -33,8 +34,10 @@
 #include "store/identity.h"
 #include "store/sessions.h"
 
-#define TURN_SLICE_MS     200 /* how often a running turn looks at its timers */
-#define MAX_AUTH_FAILURES 3   /* bad `auth` frames before the connection is closed */
+#define TURN_SLICE_MS     200  /* how often a running turn looks at its timers */
+#define REVOCATION_POLL   1000 /* how often the shared revocation counter is read */
+#define REAUTH_GRACE_MS   3000 /* after our token died: time to send a fresh one */
+#define MAX_AUTH_FAILURES 3    /* bad `auth` frames before the connection is closed */
 #define WS_CHANNEL        "websocket"
 
 struct ws {
@@ -54,7 +57,9 @@ struct ws {
     bool have_slot;
 
     /* timers, monotonic ms */
-    int64_t auth_deadline, last_client, next_recheck;
+    int64_t auth_deadline, last_client, next_recheck, next_poll;
+    int64_t reauth_deadline;   /* non-zero: the token died; a fresh `auth` is due by then */
+    uint64_t seen_revocations; /* meao_rl_revocations() when the token was last checked */
 
     /* the user's default (websocket) session, once resolved */
     char default_session[MEAO_PUBLIC_ID_LEN + 1];
@@ -119,6 +124,23 @@ static void emit_failure(struct ws *w, const char *rid, enum meao_err e,
                extra);
 }
 
+/* An idle connection should cost little memory: between turns the database
+ * connection is closed (its schema and statements are most of a process's
+ * heap; reopening costs a fraction of a millisecond per turn or check) and
+ * the heap's free pages are given back. */
+static void trim(struct ws *w)
+{
+    if (!w->turn)
+        meao_app_db_reset(w->app);
+    malloc_trim(0);
+}
+
+static uint64_t revocations(struct ws *w)
+{
+    struct meao_rl *rl = meao_app_rl(w->app);
+    return rl ? meao_rl_revocations(rl) : 0;
+}
+
 /* ---- authentication ---- */
 
 static const char *role_name(enum meao_role r)
@@ -158,6 +180,7 @@ static void auth_result_fail(struct ws *w, const char *rid, enum meao_err e, con
 static void authenticate(struct ws *w, const char *token, bool from_header, const char *rid)
 {
     struct meao_principal who;
+    uint64_t seen = revocations(w); /* before the check: a revocation after it is noticed */
     enum meao_err e = check_token(w, token, &who);
     int64_t count = 0;
     char uid[24];
@@ -173,6 +196,7 @@ static void authenticate(struct ws *w, const char *token, bool from_header, cons
         auth_result_fail(w, rid, MEAO_E_AUTH_INVALID_TOKEN, "Invalid, expired or revoked token");
         meao_log(MEAO_LOG_INFO, w->conn_id, "ws_auth_failed", "bad token (%s)",
                  from_header ? "header" : "frame");
+        trim(w);
         if (from_header || ++w->auth_failures >= MAX_AUTH_FAILURES) {
             w->close_reason = "auth_failed";
             w->done = true;
@@ -202,6 +226,8 @@ static void authenticate(struct ws *w, const char *token, bool from_header, cons
     }
     w->authed = true;
     w->who = who;
+    w->reauth_deadline = 0;
+    w->seen_revocations = seen;
     snprintf(w->token, sizeof w->token, "%s", token);
     w->next_recheck = meao_mono_ms(w->app->clock) + w->app->cfg->ws_auth_recheck_ms;
     snprintf(uid, sizeof uid, "%lld", (long long)who.user_id);
@@ -212,6 +238,7 @@ static void authenticate(struct ws *w, const char *token, bool from_header, cons
     emit(w, f);
     meao_log(MEAO_LOG_INFO, w->conn_id, "ws_auth", "user %s authenticated (%lld open)", uid,
              (long long)count);
+    trim(w);
 }
 
 /* ---- the turn ---- */
@@ -221,6 +248,7 @@ static void end_turn(struct ws *w)
     meao_chat_end(&w->chat);
     w->turn = false;
     meao_log_set_context(w->conn_id);
+    trim(w);
 }
 
 /* Settle the running turn as failed and tell the client. */
@@ -278,6 +306,11 @@ static void start_turn(struct ws *w, const json_t *frame, const char *rid)
     char key[32];
 
     meao_resp_init(&resp);
+    if (w->reauth_deadline) {
+        e = meao_fail(&resp, MEAO_E_AUTH_INVALID_TOKEN,
+                      "The connection's token is no longer valid; send a fresh auth frame");
+        goto fail;
+    }
     if (w->turn) {
         e = meao_fail(&resp, MEAO_E_CONFLICT,
                       "A turn is already running on this connection; wait for it or cancel it");
@@ -550,22 +583,30 @@ static void read_client(struct ws *w)
 
 /* ---- timers ---- */
 
-/* Close when the connection's token no longer authenticates. */
+/* Re-check the connection's token (its revocation counter moved, or the
+ * periodic check is due). A token that no longer authenticates — revoked,
+ * expired, or replaced by a refresh — gets REAUTH_GRACE_MS for the client to
+ * send a fresh token of the same user in an `auth` frame; then the
+ * connection closes (a running turn is cancelled). */
 static void recheck_token(struct ws *w, int64_t now)
 {
     struct meao_principal who;
+    uint64_t seen = revocations(w);
     enum meao_err e;
+
     w->next_recheck = now + w->app->cfg->ws_auth_recheck_ms;
     e = check_token(w, w->token, &who);
-    if (e == MEAO_OK || e == MEAO_E_UNAVAILABLE || e == MEAO_E_DB || e == MEAO_E_INTERNAL)
-        return; /* a database hiccup is no reason to drop anyone */
-    if (w->turn) {
-        meao_chat_cancel(&w->chat);
-        fail_turn(w, MEAO_E_CANCELLED, "The connection's token was revoked");
-    }
-    emit_error(w, NULL, "AUTH_INVALID_TOKEN", "The token was revoked or has expired", NULL);
-    w->close_reason = "token_revoked";
-    w->done = true;
+    trim(w);
+    if (e == MEAO_E_UNAVAILABLE || e == MEAO_E_DB || e == MEAO_E_INTERNAL || e == MEAO_E_NOMEM)
+        return; /* a database hiccup is no reason to drop anyone: check again later */
+    w->seen_revocations = seen;
+    if (e == MEAO_OK || w->reauth_deadline)
+        return;
+    w->reauth_deadline = now + REAUTH_GRACE_MS;
+    emit_error(w, NULL, "AUTH_INVALID_TOKEN",
+               "The token was revoked or has expired; send a fresh auth frame within 3 s",
+               json_pack("{s:b}", "reauth", 1));
+    meao_log(MEAO_LOG_INFO, w->conn_id, "ws_token_dead", "token no longer valid; grace period");
 }
 
 /* Check every timer; returns the next time one is due. */
@@ -587,11 +628,24 @@ static int64_t timers(struct ws *w, int64_t now)
         w->done = true;
         return now;
     }
-    if (w->authed && now >= w->next_recheck) {
-        recheck_token(w, now);
-        if (w->done)
-            return now;
+    if (w->reauth_deadline && now >= w->reauth_deadline) {
+        if (w->turn) {
+            meao_chat_cancel(&w->chat);
+            fail_turn(w, MEAO_E_CANCELLED, "The connection's token was revoked");
+        }
+        emit_error(w, NULL, "AUTH_INVALID_TOKEN", "The token was revoked or has expired; closing",
+                   NULL);
+        w->close_reason = "token_revoked";
+        w->done = true;
+        return now;
     }
+    if (w->authed && now >= w->next_poll) {
+        w->next_poll = now + REVOCATION_POLL;
+        if (revocations(w) != w->seen_revocations)
+            w->next_recheck = now;
+    }
+    if (w->authed && now >= w->next_recheck)
+        recheck_token(w, now);
     if (w->turn) {
         if (now >= w->turn_deadline)
             fail_turn(w, MEAO_E_TIMEOUT, "The turn did not finish in time");
@@ -601,6 +655,10 @@ static int64_t timers(struct ws *w, int64_t now)
             meao_chat_renew(&w->chat);
     }
     next = w->authed ? w->next_recheck : w->auth_deadline;
+    if (w->authed && w->next_poll < next)
+        next = w->next_poll;
+    if (w->reauth_deadline && w->reauth_deadline < next)
+        next = w->reauth_deadline;
     if (w->authed && !w->turn && idle_at < next)
         next = idle_at;
     if (w->turn && w->turn_deadline < next)

@@ -70,7 +70,8 @@ struct shm_hdr {
     int64_t created_ms;
     uint64_t evictions;   /* atomic */
     int64_t next_save_ms; /* atomic; meao_rl_save_due */
-    uint64_t reserved[16];
+    uint64_t revocations; /* atomic; meao_rl_revocations (was reserved: stays version 1) */
+    uint64_t reserved[15];
 };
 
 struct stripe {
@@ -1097,6 +1098,19 @@ enum meao_err meao_rl_conn_acquire(struct meao_rl *rl, const char *key, int64_t 
     if (count)
         *count = n;
     return e;
+}
+
+uint64_t meao_rl_revocations(struct meao_rl *rl)
+{
+    struct map *m = current_map(rl, 0);
+    /* the map's address makes a move to a replaced table read as a change */
+    return __atomic_load_n(&m->hdr->revocations, __ATOMIC_ACQUIRE) ^ (uint64_t)(uintptr_t)m;
+}
+
+void meao_rl_revocations_bump(struct meao_rl *rl)
+{
+    struct map *m = current_map(rl, 0);
+    __atomic_add_fetch(&m->hdr->revocations, 1, __ATOMIC_ACQ_REL);
 }
 
 void meao_rl_conn_release(struct meao_rl *rl, const char *key, pid_t pid)

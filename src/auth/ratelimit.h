@@ -180,6 +180,14 @@ enum meao_err meao_rl_conn_acquire(struct meao_rl *rl, const char *key, int64_t 
 /* Drop (key, pid); a no-op when absent. */
 void meao_rl_conn_release(struct meao_rl *rl, const char *key, pid_t pid);
 
+/* A counter of token revocations shared by every process (a reserved word of
+ * the table's header): whoever revokes bumps it (meao_db's revocation hook),
+ * and a program that keeps a connection open on a token (meao-ws) re-checks
+ * its token when the value it last saw changes. A replaced table reads as a
+ * change too. Cheap: one atomic load. */
+uint64_t meao_rl_revocations(struct meao_rl *rl);
+void meao_rl_revocations_bump(struct meao_rl *rl);
+
 /* Tests only: take the stripe lock of (class name, key) and never release it,
  * to simulate a process dying inside a check. */
 void meao_rl_debug_hold_lock(struct meao_rl *rl, const char *class_name, const char *key);

@@ -45,7 +45,7 @@ static const struct key keys[] = {
     {"ws_max_connections_per_user", K_INT, OFF(ws_max_connections_per_user), "5", 1, 10000, NULL},
     {"ws_auth_timeout_ms", K_INT, OFF(ws_auth_timeout_ms), "10000", 100, 600000, NULL},
     {"ws_idle_timeout_s", K_INT, OFF(ws_idle_timeout_s), "300", 1, 86400, NULL},
-    {"ws_auth_recheck_ms", K_INT, OFF(ws_auth_recheck_ms), "2000", 100, 60000, NULL},
+    {"ws_auth_recheck_ms", K_INT, OFF(ws_auth_recheck_ms), "60000", 100, 3600000, NULL},
     {"access_token_ttl_s", K_INT, OFF(access_token_ttl_s), "86400", 60, 31536000, NULL},
     {"refresh_token_ttl_s", K_INT, OFF(refresh_token_ttl_s), "2592000", 60, 315360000, NULL},
     {"log_level", K_LEVEL, OFF(log_level), "info", 0, 3, NULL},

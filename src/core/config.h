@@ -40,7 +40,7 @@ struct meao_config {
     int64_t ws_max_connections_per_user;
     int64_t ws_auth_timeout_ms; /* an unauthenticated WebSocket is closed after this */
     int64_t ws_idle_timeout_s;  /* ... and any WebSocket silent for this long */
-    int64_t ws_auth_recheck_ms; /* how often an open WebSocket re-checks its token */
+    int64_t ws_auth_recheck_ms; /* an open WebSocket re-checks its token at least this often */
     /* tokens */
     int64_t access_token_ttl_s;
     int64_t refresh_token_ttl_s;

@@ -5,7 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define READ_CHUNK 65536
+#define READ_CHUNK   65536
+#define SHRINK_ABOVE (64 * 1024)
 
 void meao_lines_init(struct meao_lines *lr, size_t max_line)
 {
@@ -75,10 +76,22 @@ ssize_t meao_lines_fill(struct meao_lines *lr, int fd)
     return n;
 }
 
+/* An empty buffer that grew for a big line is given back, so one large
+ * frame does not keep a long-lived reader (a WebSocket connection) big. */
+static enum meao_line_status none(struct meao_lines *lr)
+{
+    if (lr->start == lr->len && lr->cap > SHRINK_ABOVE) {
+        free(lr->buf);
+        lr->buf = NULL;
+        lr->start = lr->len = lr->cap = 0;
+    }
+    return MEAO_LINE_NONE;
+}
+
 enum meao_line_status meao_lines_next(struct meao_lines *lr, const char **line, size_t *len)
 {
     for (;;) {
-        char *p = lr->buf + lr->start;
+        char *p = lr->buf ? lr->buf + lr->start : NULL;
         size_t avail = lr->len - lr->start;
         char *nl = avail ? memchr(p, '\n', avail) : NULL;
 
@@ -87,7 +100,7 @@ enum meao_line_status meao_lines_next(struct meao_lines *lr, const char **line, 
                 lr->start = lr->len = 0; /* drop everything: still inside the long line */
                 if (lr->eof)
                     return MEAO_LINE_EOF;
-                return MEAO_LINE_NONE;
+                return none(lr);
             }
             lr->start += (size_t)(nl - p) + 1;
             lr->discarding = false;
@@ -108,7 +121,7 @@ enum meao_line_status meao_lines_next(struct meao_lines *lr, const char **line, 
                 lr->start = lr->len;
                 return MEAO_LINE_OK;
             }
-            return MEAO_LINE_NONE;
+            return none(lr);
         }
         *len = (size_t)(nl - p);
         *line = p;

@@ -88,6 +88,8 @@ static int err_exit(enum meao_err e)
 static int open_store(struct ctl *c, bool need_keys)
 {
     char err[256];
+    /* revocations made here close open WebSockets at once (http/app.h) */
+    meao_app_revocation_hook_install(c->cfg.ratelimit_shm);
     if (meao_db_open(c->cfg.db_path, (int)c->cfg.db_busy_timeout_ms, MEAO_DB_MIGRATE, &c->db, err,
                      sizeof err) != MEAO_OK)
         return fail(EX_UNAVAIL, "%s", err);

@@ -4,6 +4,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
@@ -25,9 +26,40 @@ int meao_lib_init(void)
     return sodium_init() < 0 ? -1 : 0;
 }
 
+/* The revocation hook (store/db.h): one per process, whatever the number of
+ * apps (the responder's pool threads have their own), with its own handle
+ * on the shared table. Revocations are rare; a mutex is fine. */
+static pthread_mutex_t revocation_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct meao_rl *revocation_rl;
+static char revocation_path[4097];
+
+static void bump_revocations(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&revocation_mu);
+    if (revocation_rl == NULL && revocation_path[0] &&
+        meao_rl_open(revocation_path, 0, NULL, 0, &revocation_rl) != MEAO_OK)
+        meao_log(MEAO_LOG_WARN, NULL, "revocation_notify",
+                 "cannot open %s: open WebSockets notice the revocation at their next check",
+                 revocation_path);
+    if (revocation_rl)
+        meao_rl_revocations_bump(revocation_rl);
+    pthread_mutex_unlock(&revocation_mu);
+}
+
+void meao_app_revocation_hook_install(const char *shm_path)
+{
+    pthread_mutex_lock(&revocation_mu);
+    if (revocation_path[0] == '\0' && shm_path && shm_path[0])
+        snprintf(revocation_path, sizeof revocation_path, "%s", shm_path);
+    pthread_mutex_unlock(&revocation_mu);
+    meao_db_set_revocation_hook(bump_revocations, NULL);
+}
+
 enum meao_err meao_app_init(struct meao_app *app, const struct meao_config *cfg,
                             const struct meao_clock *clock, const char *program)
 {
+    meao_app_revocation_hook_install(cfg->ratelimit_shm);
     memset(app, 0, sizeof *app);
     app->cfg = cfg;
     app->base_cfg = cfg;

@@ -45,6 +45,13 @@ enum meao_err meao_app_init(struct meao_app *app, const struct meao_config *cfg,
                             const struct meao_clock *clock, const char *program);
 void meao_app_fini(struct meao_app *app);
 
+/* Make this process bump the shared revocation counter (auth/ratelimit.h)
+ * whenever the store revokes tokens (store/db.h hook), so open WebSocket
+ * connections re-check their token at once. meao_app_init() calls it; tools
+ * that revoke without an app (meaoctl) call it themselves. The first path
+ * given wins. */
+void meao_app_revocation_hook_install(const char *shm_path);
+
 /* The database connection, opening it when needed; NULL when unavailable. */
 struct meao_db *meao_app_db(struct meao_app *app);
 

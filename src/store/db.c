@@ -18,7 +18,8 @@ struct cached {
 struct meao_db {
     sqlite3 *h;
     int busy_timeout_ms;
-    bool relaxed; /* synchronous=NORMAL for the open transaction */
+    bool relaxed;            /* synchronous=NORMAL for the open transaction */
+    bool revocation_pending; /* the open transaction revoked tokens */
     size_t ncached;
     struct cached cache[STMT_CACHE];
 };
@@ -48,6 +49,10 @@ enum meao_err meao_db_err(int rc)
     default: return MEAO_E_INTERNAL;
     }
 }
+
+static bool low_memory; /* meao_db_low_memory() was called */
+static void (*revocation_hook)(void *);
+static void *revocation_arg;
 
 static void seterr(char *err, size_t errlen, const char *what, sqlite3 *h)
 {
@@ -159,6 +164,8 @@ enum meao_err meao_db_open(const char *path, int busy_timeout_ms, unsigned flags
     }
     rc = exec(db->h, "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;"
                      " PRAGMA journal_size_limit = 67108864; PRAGMA temp_store = MEMORY;");
+    if (rc == SQLITE_OK && low_memory)
+        rc = exec(db->h, "PRAGMA cache_size = -64");
     if (rc != SQLITE_OK) {
         seterr(err, errlen, "set pragmas", db->h);
         goto fail;
@@ -278,6 +285,9 @@ enum meao_err meao_db_commit(struct meao_db *db)
         exec(db->h, "ROLLBACK");
     }
     restore_sync(db);
+    if (db->revocation_pending && rc == SQLITE_OK && revocation_hook)
+        revocation_hook(revocation_arg);
+    db->revocation_pending = false;
     return meao_db_err(rc);
 }
 
@@ -286,6 +296,7 @@ void meao_db_rollback(struct meao_db *db)
     if (!sqlite3_get_autocommit(db->h))
         exec(db->h, "ROLLBACK");
     restore_sync(db);
+    db->revocation_pending = false;
 }
 
 enum meao_err meao_db_check_writable(struct meao_db *db, int timeout_ms)
@@ -310,4 +321,25 @@ enum meao_err meao_db_step(struct meao_db *db, sqlite3_stmt *st)
         return meao_db_err(rc);
     }
     return MEAO_OK;
+}
+
+void meao_db_low_memory(void)
+{
+    /* only takes effect before SQLite initialises, which the first open does */
+    if (sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0, 0) == SQLITE_OK)
+        low_memory = true;
+}
+
+void meao_db_set_revocation_hook(void (*fn)(void *), void *arg)
+{
+    revocation_hook = fn;
+    revocation_arg = arg;
+}
+
+void meao_db_note_revocation(struct meao_db *db)
+{
+    if (!sqlite3_get_autocommit(db->h))
+        db->revocation_pending = true; /* run at commit */
+    else if (revocation_hook)
+        revocation_hook(revocation_arg);
 }

@@ -67,4 +67,18 @@ enum meao_err meao_db_step(struct meao_db *db, sqlite3_stmt *st);
  * FULL/CANTOPEN → MEAO_E_DB, CONSTRAINT → MEAO_E_CONFLICT, else INTERNAL). */
 enum meao_err meao_db_err(int rc);
 
+/* For programs that run once per connection (meao-ws): before the first
+ * open in the process, turn off SQLite's per-connection lookaside allocator
+ * (~120 kB) and keep the page cache small, so an idle process stays small. */
+void meao_db_low_memory(void);
+
+/* Revocations: a store function that revoked tokens calls
+ * meao_db_note_revocation(); the process's hook then runs once the change is
+ * committed (at once outside a transaction, at meao_db_commit() inside one,
+ * never after a rollback). meao-fcgi and meaoctl use it to bump the shared
+ * revocation counter that open WebSocket connections watch. One hook per
+ * process; NULL clears it. */
+void meao_db_set_revocation_hook(void (*fn)(void *), void *arg);
+void meao_db_note_revocation(struct meao_db *db);
+
 #endif

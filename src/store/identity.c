@@ -279,6 +279,7 @@ static enum meao_err revoke_device_id(struct meao_db *db, int64_t device_id, int
     e = exec_count(db, st, count);
     if (e != MEAO_OK)
         return e;
+    meao_db_note_revocation(db);
     st = meao_db_stmt(db, dev_sql);
     if (st == NULL)
         return MEAO_E_INTERNAL;
@@ -362,6 +363,8 @@ enum meao_err meao_token_refresh(struct meao_db *db, const struct meao_secrets *
         sqlite3_bind_int64(st, 1, device_id);
         sqlite3_bind_int64(st, 2, now_ms);
         e = exec_count(db, st, NULL);
+        if (e == MEAO_OK)
+            meao_db_note_revocation(db);
     }
     if (e == MEAO_OK) {
         char public_id[MEAO_DEVICE_ID_LEN + 1];
@@ -402,6 +405,8 @@ enum meao_err meao_revoke_token(struct meao_db *db, const struct meao_secrets *k
     sqlite3_bind_int64(st, 2, who == NULL || who->role == MEAO_ROLE_OWNER ? 0 : who->user_id);
     sqlite3_bind_int64(st, 3, now_ms);
     e = exec_count(db, st, &n);
+    if (e == MEAO_OK && n > 0)
+        meao_db_note_revocation(db);
     if (count)
         *count = n;
     return e == MEAO_OK && n == 0 ? MEAO_E_NOT_FOUND : e;
@@ -461,6 +466,7 @@ enum meao_err meao_revoke_user_all(struct meao_db *db, int64_t user_id, int64_t 
     e = exec_count(db, st, &n);
     if (e != MEAO_OK)
         goto fail;
+    meao_db_note_revocation(db);
     st = meao_db_stmt(db, dev_sql);
     if (st == NULL) {
         e = MEAO_E_INTERNAL;
@@ -492,6 +498,8 @@ enum meao_err meao_revoke_token_id(struct meao_db *db, int64_t token_id, int64_t
     sqlite3_bind_int64(st, 1, token_id);
     sqlite3_bind_int64(st, 2, now_ms);
     e = exec_count(db, st, &n);
+    if (e == MEAO_OK && n > 0)
+        meao_db_note_revocation(db);
     if (count)
         *count = n;
     return e == MEAO_OK && n == 0 ? MEAO_E_NOT_FOUND : e;

@@ -353,9 +353,39 @@ describe('auth and origin', () => {
     const t0 = Date.now();
     const r = stack.ctl(['token', 'revoke', carol.token]);
     assert.equal(r.status, 0, r.stderr);
+    const warn = await c.nextType('error');
+    assert.equal(warn.code, 'AUTH_INVALID_TOKEN');
+    assert.equal(warn.reauth, true);
+    c.send({ type: 'message', content: 'still here?', requestId: rid() });
+    assert.equal((await c.nextType('error')).code, 'AUTH_INVALID_TOKEN');
     await c.closed;
     assert.ok(Date.now() - t0 < 5000, `closed after ${Date.now() - t0} ms`);
     assert.equal(c.frames.at(-1).code, 'AUTH_INVALID_TOKEN');
+  });
+
+  test('a refresh revokes the old access token: a fresh auth frame keeps the connection', async () => {
+    const frank = stack.addUser('frank', 'user');
+    const c = await authed(frank.token);
+    const r = await stack.request('/api/v1/auth/refresh', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ refreshToken: frank.refreshToken }),
+    });
+    assert.equal(r.status, 200, r.text);
+    const warn = await c.nextType('error', 3000);
+    assert.equal(warn.reauth, true);
+    c.send({ type: 'auth', token: r.json.data.token, requestId: 're' });
+    assert.equal((await c.nextType('auth_result')).success, true);
+    await sleep(3500); // past the grace period
+    c.send({ type: 'ping' });
+    await c.nextType('pong');
+    assert.equal(c.closeInfo, null);
+    // another user's token cannot take the connection over
+    c.send({ type: 'auth', token: alice.token, requestId: 'other' });
+    const other = await c.nextType('auth_result');
+    assert.equal(other.success, false);
+    assert.equal(other.error.code, 'FORBIDDEN');
+    await c.close();
   });
 });
 
