@@ -7,6 +7,8 @@
 
 #define READ_CHUNK   65536
 #define SHRINK_ABOVE (64 * 1024)
+#define MIN_BUF      4096 /* first allocation */
+#define MIN_READ     1024 /* grow when less room than this is left */
 
 void meao_lines_init(struct meao_lines *lr, size_t max_line)
 {
@@ -36,7 +38,7 @@ static bool room(struct meao_lines *lr, size_t n)
     need = lr->len + n;
     if (need <= lr->cap)
         return true;
-    cap = lr->cap ? lr->cap : 4096;
+    cap = lr->cap ? lr->cap : MIN_BUF;
     while (cap < need)
         cap *= 2;
     p = realloc(lr->buf, cap);
@@ -59,13 +61,16 @@ bool meao_lines_feed(struct meao_lines *lr, const char *data, size_t n)
 ssize_t meao_lines_fill(struct meao_lines *lr, int fd)
 {
     ssize_t n;
-    /* while skipping an over-long line, or when the buffer already holds more
-     * than a line may, read into the same bounded space */
-    size_t want = READ_CHUNK;
-    if (!room(lr, want)) {
+    size_t want;
+    /* start small and double only when a line does not fit: a reader that
+     * lives long with short lines (a WebSocket connection) stays at 4 KiB */
+    if (!room(lr, 0) || (lr->cap - lr->len < MIN_READ && !room(lr, lr->cap ? lr->cap : MIN_BUF))) {
         errno = ENOMEM;
         return -1;
     }
+    want = lr->cap - lr->len;
+    if (want > READ_CHUNK)
+        want = READ_CHUNK;
     do {
         n = read(fd, lr->buf + lr->len, want);
     } while (n < 0 && errno == EINTR);
