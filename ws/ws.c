@@ -19,6 +19,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "api/api.h"
@@ -31,6 +32,7 @@
 #include "core/lines.h"
 #include "core/log.h"
 #include "orch/client.h"
+#include "store/db.h"
 #include "store/identity.h"
 #include "store/sessions.h"
 
@@ -124,15 +126,46 @@ static void emit_failure(struct ws *w, const char *rid, enum meao_err e,
                extra);
 }
 
+/* The main thread's stack below what is in use now: pages a deep call
+ * (SQLite's parser, JSON) touched once stay resident; give them back. A
+ * later call faults fresh zero pages in, as the stack always may. */
+static void release_stack(void)
+{
+    static uintptr_t low; /* lowest address of the stack mapping, 0: unknown */
+    static bool looked;
+    char here;
+    uintptr_t sp = (uintptr_t)&here, page = (uintptr_t)sysconf(_SC_PAGESIZE), top;
+
+    if (!looked) {
+        FILE *f = fopen("/proc/self/maps", "r");
+        char line[256];
+        looked = true;
+        while (f && fgets(line, sizeof line, f)) {
+            unsigned long a, b;
+            if (strstr(line, "[stack]") && sscanf(line, "%lx-%lx", &a, &b) == 2)
+                low = a;
+        }
+        if (f)
+            fclose(f);
+    }
+    /* keep a margin below the current frame for the calls still to come */
+    top = (sp - 4096) & ~(page - 1);
+    if (low && top > low)
+        madvise((void *)low, top - low, MADV_DONTNEED);
+}
+
 /* An idle connection should cost little memory: between turns the database
  * connection is closed (its schema and statements are most of a process's
  * heap; reopening costs a fraction of a millisecond per turn or check) and
  * the heap's free pages are given back. */
 static void trim(struct ws *w)
 {
-    if (!w->turn)
+    if (!w->turn) {
         meao_app_db_reset(w->app);
+        meao_db_release_idle();
+    }
     malloc_trim(0);
+    release_stack();
 }
 
 static uint64_t revocations(struct ws *w)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "store/dbmem.h"
 #include "store/schema.h"
 
 #define STMT_CACHE 96
@@ -50,7 +51,8 @@ enum meao_err meao_db_err(int rc)
     }
 }
 
-static bool low_memory; /* meao_db_low_memory() was called */
+static bool low_memory;   /* meao_db_low_memory() was called */
+static size_t open_count; /* connections open in this process (low-memory mode) */
 static void (*revocation_hook)(void *);
 static void *revocation_arg;
 
@@ -142,6 +144,7 @@ enum meao_err meao_db_open(const char *path, int busy_timeout_ms, unsigned flags
         seterr(err, errlen, "open", NULL);
         return MEAO_E_NOMEM;
     }
+    __atomic_add_fetch(&open_count, 1, __ATOMIC_RELAXED);
     db->busy_timeout_ms = busy_timeout_ms;
     rc = sqlite3_open_v2(path, &db->h, oflags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL);
     if (rc != SQLITE_OK) {
@@ -212,6 +215,7 @@ void meao_db_close(struct meao_db *db)
         sqlite3_finalize(db->cache[i].st);
     sqlite3_close(db->h);
     free(db);
+    __atomic_sub_fetch(&open_count, 1, __ATOMIC_RELAXED);
 }
 
 sqlite3 *meao_db_handle(struct meao_db *db)
@@ -326,8 +330,18 @@ enum meao_err meao_db_step(struct meao_db *db, sqlite3_stmt *st)
 void meao_db_low_memory(void)
 {
     /* only takes effect before SQLite initialises, which the first open does */
-    if (sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0, 0) == SQLITE_OK)
+    if (sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0, 0) == SQLITE_OK && meao_dbmem_install())
         low_memory = true;
+}
+
+void meao_db_release_idle(void)
+{
+    if (!low_memory || __atomic_load_n(&open_count, __ATOMIC_RELAXED) != 0)
+        return;
+    /* SQLite's own global state (mutexes, page-cache groups) is freed too;
+     * the next open initialises the library again */
+    sqlite3_shutdown();
+    meao_dbmem_release();
 }
 
 void meao_db_set_revocation_hook(void (*fn)(void *), void *arg)

@@ -68,9 +68,15 @@ enum meao_err meao_db_step(struct meao_db *db, sqlite3_stmt *st);
 enum meao_err meao_db_err(int rc);
 
 /* For programs that run once per connection (meao-ws): before the first
- * open in the process, turn off SQLite's per-connection lookaside allocator
- * (~120 kB) and keep the page cache small, so an idle process stays small. */
+ * open in the process, turn off SQLite's per-connection lookaside allocator,
+ * keep the page cache small and give SQLite a private allocator whose pages
+ * can all be returned (store/dbmem.h), so an idle process stays small. */
 void meao_db_low_memory(void);
+
+/* In low-memory mode, once no connection is open: shut SQLite down and give
+ * all of its memory back to the kernel (the next open starts it again). A
+ * no-op otherwise. Single-threaded programs only. */
+void meao_db_release_idle(void);
 
 /* Revocations: a store function that revoked tokens calls
  * meao_db_note_revocation(); the process's hook then runs once the change is
