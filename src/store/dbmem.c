@@ -32,11 +32,15 @@ struct hdr {
     uint64_t cls;  /* class index, or BIG */
 };
 
+struct free_block {
+    struct free_block *next;
+};
+
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static char *region; /* NULL until the first allocation */
 static size_t used;  /* bytes handed out from the region's start */
 static size_t live;  /* blocks not freed */
-static void *free_list[NCLASS];
+static struct free_block *free_list[NCLASS];
 
 static size_t class_size(unsigned cls)
 {
@@ -51,6 +55,15 @@ static unsigned class_of(size_t total)
     return cls;
 }
 
+/* Anonymous private memory, or NULL. */
+static void *map_anon(size_t len, int flags)
+{
+    /* cppcheck-suppress invalidFunctionArg ; fd -1 is what MAP_ANONYMOUS wants */
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
+    /* cppcheck-suppress memleak ; the caller owns the mapping */
+    return p == MAP_FAILED ? NULL : p;
+}
+
 static size_t big_size(size_t n)
 {
     size_t page = 4096;
@@ -63,22 +76,20 @@ static void *mem_malloc(int n_in)
     struct hdr *h;
 
     if (n + HDR > class_size(NCLASS - 1)) {
-        h = mmap(NULL, big_size(n), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (h == MAP_FAILED)
+        h = map_anon(big_size(n), 0);
+        if (h == NULL)
             return NULL;
         h->cls = BIG;
     } else {
         unsigned cls = class_of(n + HDR);
         pthread_mutex_lock(&mu);
         if (free_list[cls]) {
-            h = free_list[cls];
-            memcpy(&free_list[cls], h, sizeof(void *));
+            struct free_block *b = free_list[cls];
+            free_list[cls] = b->next;
+            h = (struct hdr *)(void *)b;
         } else {
-            if (region == NULL) {
-                void *r = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-                region = r == MAP_FAILED ? NULL : r;
-            }
+            if (region == NULL)
+                region = map_anon(REGION_SIZE, MAP_NORESERVE);
             if (region == NULL || used + class_size(cls) > REGION_SIZE) {
                 pthread_mutex_unlock(&mu);
                 return NULL;
@@ -105,8 +116,12 @@ static void mem_free(void *p)
         return;
     }
     pthread_mutex_lock(&mu);
-    memcpy(h, &free_list[h->cls], sizeof(void *));
-    free_list[h->cls] = h;
+    {
+        struct free_block *b = (struct free_block *)(void *)h;
+        unsigned cls = (unsigned)h->cls;
+        b->next = free_list[cls];
+        free_list[cls] = b;
+    }
     live--;
     pthread_mutex_unlock(&mu);
 }
