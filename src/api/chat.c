@@ -464,7 +464,7 @@ enum meao_err meao_chat_start(struct meao_chat *ch, struct meao_app *app, struct
     }
 
     /* one turn at a time: take the lease and keep the message (pending) */
-    meao_uuid4(ch->lease);
+    meao_lease_token_new(ch->lease);
     e = meao_turn_begin(db, &ch->s,
                         &(struct meao_turn_start){.lease_token = ch->lease,
                                                   .request_id = request_id,

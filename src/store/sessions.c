@@ -1,8 +1,11 @@
 #include "store/sessions.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -300,21 +303,53 @@ static enum meao_err insert_message(struct meao_db *db, int64_t session_id, cons
 }
 
 /* Why a lease could not be taken: the session's state inside the transaction. */
-static enum meao_err refusal(struct meao_db *db, int64_t session_id, enum meao_turn_refusal *why)
+/* Is a lease token's holder gone? Tokens minted by meao_lease_token_new()
+ * start with the holder's pid; a process that no longer exists (on this
+ * host: the database is local) cannot finish its turn, so its lease is free
+ * at once instead of at its expiry. */
+static bool holder_gone(const char *token)
 {
-    static const char sql[] = "SELECT status FROM sessions WHERE id = ?1";
+    char *end;
+    long pid;
+    if (token == NULL)
+        return false;
+    errno = 0;
+    pid = strtol(token, &end, 10);
+    if (errno || end == token || *end != '.' || pid <= 1)
+        return false;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* Why the lease could not be taken: ended, or busy. A busy lease whose
+ * holder process is gone is reported as *dead_token (a copy) so the caller
+ * may take it over. */
+static enum meao_err refusal(struct meao_db *db, int64_t session_id, enum meao_turn_refusal *why,
+                             char dead_token[MEAO_LEASE_TOKEN_MAX])
+{
+    static const char sql[] = "SELECT status, lease_token FROM sessions WHERE id = ?1";
     sqlite3_stmt *st = meao_db_stmt(db, sql);
     int rc;
+    dead_token[0] = '\0';
     if (st == NULL)
         return MEAO_E_INTERNAL;
     sqlite3_bind_int64(st, 1, session_id);
     rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
         *why = strcmp(col_text(st, 0), "ended") == 0 ? MEAO_TURN_ENDED : MEAO_TURN_BUSY;
+        if (*why == MEAO_TURN_BUSY && holder_gone(col_text(st, 1)))
+            snprintf(dead_token, MEAO_LEASE_TOKEN_MAX, "%s", col_text(st, 1));
+    }
     sqlite3_reset(st);
     if (rc == SQLITE_DONE)
         return MEAO_E_NOT_FOUND;
     return rc == SQLITE_ROW ? MEAO_E_CONFLICT : meao_db_err(rc);
+}
+
+void meao_lease_token_new(char out[MEAO_LEASE_TOKEN_MAX])
+{
+    char id[MEAO_PUBLIC_ID_LEN + 1];
+    meao_public_id_new("lse_", id);
+    snprintf(out, MEAO_LEASE_TOKEN_MAX, "%ld.%s", (long)getpid(), id + 4);
 }
 
 enum meao_err meao_turn_begin(struct meao_db *db, const struct meao_session *s,
@@ -324,7 +359,12 @@ enum meao_err meao_turn_begin(struct meao_db *db, const struct meao_session *s,
     static const char lease_sql[] =
         "UPDATE sessions SET lease_token = ?2, lease_request_id = ?3, lease_until_ms = ?4,"
         " updated_ms = ?5 WHERE id = ?1 AND status = 'active'"
-        " AND (lease_token IS NULL OR lease_until_ms <= ?5)";
+        " AND (lease_token IS NULL OR lease_until_ms <= ?5 OR lease_token = ?6)";
+    /* we hold the lease: a message still pending belongs to a turn that died */
+    static const char abandoned_sql[] =
+        "UPDATE messages SET status = 'failed', error_code = 'CANCELLED'"
+        " WHERE session_id = ?1 AND status = 'pending'";
+    char dead[MEAO_LEASE_TOKEN_MAX] = "";
     sqlite3_stmt *st;
     enum meao_err e;
 
@@ -344,8 +384,31 @@ enum meao_err meao_turn_begin(struct meao_db *db, const struct meao_session *s,
     sqlite3_bind_int64(st, 4, now_ms + t->lease_ms);
     sqlite3_bind_int64(st, 5, now_ms);
     e = meao_db_step(db, st);
-    if (e == MEAO_OK && sqlite3_changes(meao_db_handle(db)) == 0)
-        e = refusal(db, s->id, why);
+    if (e == MEAO_OK && sqlite3_changes(meao_db_handle(db)) == 0) {
+        sqlite3_reset(st);
+        e = refusal(db, s->id, why, dead);
+        if (e == MEAO_E_CONFLICT && dead[0]) {
+            /* the holder died mid-turn: take its lease over */
+            meao_log(MEAO_LOG_WARN, NULL, "lease_takeover",
+                     "session %s: the process holding the turn is gone", s->public_id);
+            sqlite3_bind_text(st, 6, dead, -1, SQLITE_STATIC);
+            e = meao_db_step(db, st);
+            if (e == MEAO_OK && sqlite3_changes(meao_db_handle(db)) == 0)
+                e = MEAO_E_CONFLICT;
+            else if (e == MEAO_OK)
+                *why = MEAO_TURN_OK;
+        }
+    }
+    sqlite3_reset(st);
+    if (e != MEAO_OK)
+        goto fail;
+    st = meao_db_stmt(db, abandoned_sql);
+    if (st == NULL) {
+        e = MEAO_E_INTERNAL;
+        goto fail;
+    }
+    sqlite3_bind_int64(st, 1, s->id);
+    e = meao_db_step(db, st);
     sqlite3_reset(st);
     if (e != MEAO_OK)
         goto fail;

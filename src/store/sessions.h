@@ -26,7 +26,7 @@
 #define MEAO_PUBLIC_ID_LEN    (4 + MEAO_PUBLIC_ID_RANDOM) /* "ses_" / "msg_" + 20 */
 #define MEAO_CHANNEL_MAX      32
 #define MEAO_WORKDIR_MAX      4096
-#define MEAO_LEASE_TOKEN_MAX  40
+#define MEAO_LEASE_TOKEN_MAX  48 /* "<pid>." + 20 base62 characters, with room */
 #define MEAO_CONTENT_HASH_LEN 16 /* hex characters */
 #define MEAO_HISTORY_MAX_N    50 /* messages of history sent with a turn */
 
@@ -105,8 +105,15 @@ struct meao_turn_start {
     int64_t lease_ms;        /* lease length from now */
 };
 
-/* In one BEGIN IMMEDIATE transaction: take the session's lease (free, or
- * expired), store the user's message as pending and write the audit row.
+/* A lease token for this process: "<pid>." + 20 random base62 characters
+ * (out: MEAO_LEASE_TOKEN_MAX bytes). The pid lets a later turn see that the
+ * holder died (meao_turn_begin). */
+void meao_lease_token_new(char out[MEAO_LEASE_TOKEN_MAX]);
+
+/* In one BEGIN IMMEDIATE transaction: take the session's lease (free,
+ * expired, or held by a process that no longer exists), mark messages left
+ * pending by a turn that died as failed (CANCELLED), store the user's
+ * message as pending and write the audit row.
  * MEAO_E_CONFLICT with *why set when refused; *msg gets the message. */
 enum meao_err meao_turn_begin(struct meao_db *db, const struct meao_session *s,
                               const struct meao_turn_start *t, int64_t now_ms,

@@ -338,10 +338,10 @@ export class Stack {
    * --maxforks, default 64). meao-ws logs to its stderr, which websocketd
    * copies into websocketd.log (readLog('ws')).
    */
-  async startWebsocketd() {
+  async startWebsocketd(fixedPort = 0) {
     if (!fs.existsSync(wsBin)) throw new Error(`${wsBin} not found: build first`);
     for (let attempt = 1; ; attempt++) {
-      this.wsPort = await freePort();
+      this.wsPort = fixedPort || (await freePort());
       this.websocketd = this.spawnLogged(
         'websocketd',
         [
@@ -367,7 +367,10 @@ export class Stack {
         );
         return;
       } catch (e) {
-        if (attempt < 5 && /address already in use/i.test(tail(this.wsLog))) continue;
+        if (attempt < 5 && /address already in use/i.test(tail(this.wsLog))) {
+          if (fixedPort) await sleep(200);
+          continue;
+        }
         throw e;
       }
     }
