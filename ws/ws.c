@@ -749,6 +749,10 @@ static void finish(struct ws *w, int64_t started)
 {
     if (w->turn) {
         struct meao_resp resp;
+        /* drop the orchestrator connection first: its pending approvals are
+         * denied at once, before the database write below */
+        meao_orch_close(w->chat.orch);
+        w->chat.orch = NULL;
         meao_resp_init(&resp);
         (void)meao_chat_fail(&w->chat, &resp, MEAO_E_CANCELLED, "The client went away");
         meao_resp_free(&resp);

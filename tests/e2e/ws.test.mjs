@@ -518,6 +518,33 @@ describe('faults and processes', () => {
     await d.close();
   });
 
+  test('a program killed mid-turn frees its session at once; its message is marked failed', async () => {
+    const sid = (await rest('POST', '/api/v1/sessions', bob.token, { channel: 'ws' })).json.data.id;
+    const before = new Set(stack.wsPrograms());
+    const c = await authed(bob.token);
+    const mine = stack.wsPrograms().filter((p) => !before.has(p));
+    assert.equal(mine.length, 1);
+    c.send({ type: 'message', content: '/sleep 5000\nkilled', sessionId: sid, requestId: rid() });
+    await sleep(300);
+    process.kill(mine[0], 'SIGKILL');
+    await c.closed;
+    const d = await authed(bob.token);
+    const id = rid();
+    d.send({ type: 'message', content: 'right after', sessionId: sid, requestId: id });
+    const end = (await d.turn(id)).at(-1);
+    assert.equal(end.type, 'message_complete', JSON.stringify(end));
+    const h = await rest('GET', `/api/v1/sessions/${sid}/messages`, bob.token);
+    assert.deepEqual(
+      h.json.data.messages.map((m) => [m.role, m.status]),
+      [
+        ['user', 'failed'],
+        ['user', 'ok'],
+        ['assistant', 'ok'],
+      ],
+    );
+    await d.close();
+  });
+
   test('killing a program (kill -9) frees its connection slot; 1000 connect/drop cycles leave no process behind', async () => {
     // the connection limit with a crashed program: see the limits stack below
     const baseline = stack.wsPrograms().length;
