@@ -349,7 +349,6 @@ export class Stack {
           `--port=${this.wsPort}`,
           `--maxforks=${this.opts.wsMaxForks || 64}`,
           '--loglevel=error',
-          '--closems=0',
           wsBin,
           '-c',
           this.configFile,
