@@ -150,6 +150,44 @@ describe('browser client', { skip }, () => {
     assert.match(await page.locator('.msg.tool').last().innerText(), /denied/);
   });
 
+  test('Trust for this session: the next call of the tool needs no dialog', async () => {
+    await say('/tool write_file {"path":"t1.txt","content":"1"}');
+    await page.waitForSelector('#approval[open]', { timeout: 5000 });
+    await page.click('#trust');
+    assert.match(await lastReply(), /\[write_file\] wrote 1 bytes/);
+    await say('/tool write_file {"path":"t2.txt","content":"2"}');
+    assert.match(await lastReply(), /\[write_file\] wrote 1 bytes to t2.txt/);
+    assert.equal(await page.locator('#approval[open]').count(), 0);
+  });
+
+  test('orchestrator down: a clear error, the text back in the composer, then it works again', async () => {
+    await stack.orchestratorHandle.stop();
+    await say('while the orchestrator is down');
+    await page.waitForSelector('#banner:not([hidden])', { timeout: 5000 });
+    assert.match(await page.locator('#banner').innerText(), /unavailable/i);
+    assert.equal(await page.inputValue('#input'), 'while the orchestrator is down');
+    await stack.startOrchestrator();
+    await page.fill('#input', '');
+    await say('and back');
+    assert.equal(await lastReply(), 'and back');
+  });
+
+  test('a token refresh re-authenticates the open connection (no reconnect)', async () => {
+    const opens = () => (stack.readLog('ws').match(/"event":"ws_open"/g) || []).length;
+    const opened = opens();
+    const old = await page.evaluate(() => JSON.parse(localStorage.getItem('meao.tokens')).token);
+    await page.evaluate(() => import('/meao-client/api.js').then((m) => m.refresh()));
+    const fresh = await page.evaluate(() => JSON.parse(localStorage.getItem('meao.tokens')).token);
+    assert.notEqual(fresh, old);
+    const r = await stack.request('/api/v1/auth/me', { headers: { Authorization: `Bearer ${old}` } });
+    assert.equal(r.status, 401, 'the old access token died with the refresh');
+    await sleep(4500); // past the server's re-auth grace period
+    assert.equal(await page.locator('#conn-state').getAttribute('data-state'), 'open');
+    assert.equal(opens(), opened, 'the same connection, re-authenticated');
+    await say('after the refresh');
+    assert.equal(await lastReply(), 'after the refresh');
+  });
+
   test('model output with <script> and <img onerror> renders as text; markdown still works', async () => {
     const hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> **bold** `code`';
     await say(hostile);
