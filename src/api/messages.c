@@ -265,34 +265,6 @@ static json_t *tool_policies(const struct meao_app *app)
     return o;
 }
 
-/* Bytes json takes as one compact line (without the newline); 0 on failure. */
-static size_t dumped_size(const json_t *v)
-{
-    char *s = json_dumps(v, JSON_COMPACT);
-    size_t n = s ? strlen(s) : 0;
-    free(s);
-    return n;
-}
-
-/* Keep the newest history entries that fit in budget bytes of the turn line
- * (and that the orchestrator accepts: content ≤ MEAO_ORCH_MAX_CONTENT).
- * The window stays contiguous: it stops at the first entry that does not fit. */
-static void fit_history(json_t *history, size_t budget)
-{
-    size_t n = json_array_size(history), keep = 0, used = 0;
-    while (keep < n) {
-        const json_t *h = json_array_get(history, n - 1 - keep);
-        size_t cost = dumped_size(h) + 1;
-        if (json_string_length(json_object_get(h, "content")) > MEAO_ORCH_MAX_CONTENT ||
-            cost == 1 || used + cost > budget)
-            break;
-        used += cost;
-        keep++;
-    }
-    while (json_array_size(history) > keep)
-        json_array_remove(history, 0);
-}
-
 /* Settle a failed turn: the user's message is kept as failed, the lease goes.
  * Returns e with the client's message recorded. */
 static enum meao_err turn_failed(struct turn *t, enum meao_err e, const char *msg)
@@ -495,7 +467,7 @@ enum meao_err meao_api_messages_post(struct meao_app *app, struct meao_req *req,
     policies = tool_policies(app);
     if (policies)
         json_object_set(msg, "toolPolicies", policies);
-    base = dumped_size(msg);
+    base = meao_orch_line_size(msg);
     if (base == 0 || base + 64 > MEAO_ORCH_MAX_LINE) {
         e = meao_fail(resp, MEAO_E_PAYLOAD_TOO_LARGE,
                       "Message and attachments exceed what one turn can carry");
@@ -543,7 +515,7 @@ enum meao_err meao_api_messages_post(struct meao_app *app, struct meao_req *req,
         e = turn_failed(&t, MEAO_E_DB, "Database unavailable");
         goto out;
     }
-    fit_history(history, MEAO_ORCH_MAX_LINE - 64 - base);
+    meao_orch_fit_history(history, MEAO_ORCH_MAX_LINE - 64 - base);
     json_object_set(msg, "history", history);
 
     e = meao_orch_connect(app->cfg->orchestrator_socket, app->clock,
