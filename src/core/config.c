@@ -75,6 +75,7 @@ static const struct key keys[] = {
     {"telegram_api_base", K_STR, OFF(telegram_api_base), "https://api.telegram.org", 1, 2048, NULL},
     {"telegram_dm_policy", K_ENUM, OFF(telegram_dm_policy), "owner_only", 0, 0,
      "owner_only|allowlist|pairing|open"},
+    {"telegram_inbox_sync", K_ENUM, OFF(telegram_inbox_sync), "full", 0, 0, "full|normal"},
     {"telegram_poll_ms", K_INT, OFF(telegram_poll_ms), "200", 10, 60000, NULL},
     {"telegram_max_chats", K_INT, OFF(telegram_max_chats), "8", 1, 256, NULL},
     {"telegram_edit_interval_ms", K_INT, OFF(telegram_edit_interval_ms), "1000", 1000, 60000, NULL},

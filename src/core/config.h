@@ -68,9 +68,10 @@ struct meao_config {
     char *tool_policy_read_file;  /* auto | ask | always */
     char *tool_policy_write_file; /* auto | ask | always */
     /* Telegram (the meao-telegram worker and meaoctl telegram) */
-    char *telegram_bot_token; /* a secret: never logged; prefer MEAO_TELEGRAM_BOT_TOKEN */
-    char *telegram_api_base;  /* Bot API base URL, without the /bot<token> part */
-    char *telegram_dm_policy; /* owner_only | allowlist | pairing | open */
+    char *telegram_bot_token;  /* a secret: never logged; prefer MEAO_TELEGRAM_BOT_TOKEN */
+    char *telegram_api_base;   /* Bot API base URL, without the /bot<token> part */
+    char *telegram_dm_policy;  /* owner_only | allowlist | pairing | open */
+    char *telegram_inbox_sync; /* full | normal: the webhook's commit (see store/telegram.h) */
     int64_t telegram_poll_ms;
     int64_t telegram_max_chats;
     int64_t telegram_edit_interval_ms;

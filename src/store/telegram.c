@@ -34,7 +34,7 @@ static enum meao_err changed(struct meao_db *db, enum meao_err e)
 
 enum meao_err meao_tg_inbox_put(struct meao_db *db, int64_t update_id, const char *kind,
                                 int64_t chat_id, int64_t from_id, const char *body, size_t len,
-                                int64_t now_ms, bool *duplicate)
+                                bool relaxed, int64_t now_ms, bool *duplicate)
 {
     /* ON CONFLICT DO NOTHING: a redelivery changes nothing and is no error */
     static const char sql[] =
@@ -54,12 +54,21 @@ enum meao_err meao_tg_inbox_put(struct meao_db *db, int64_t update_id, const cha
         sqlite3_bind_int64(st, 4, from_id);
     sqlite3_bind_text(st, 5, body, (int)len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, now_ms);
-    /* an autocommit statement on a connection in synchronous=FULL: durable
-     * (fsync'ed) when the step returns */
+    /* relaxed: NORMAL for this transaction only; else an autocommit
+     * statement on a connection in synchronous=FULL, fsync'ed when it returns */
+    if (relaxed && (e = meao_db_begin_relaxed(db)) != MEAO_OK) {
+        sqlite3_reset(st);
+        return e;
+    }
     e = meao_db_step(db, st);
     if (e == MEAO_OK && sqlite3_changes(meao_db_handle(db)) == 0)
         *duplicate = true;
     sqlite3_reset(st);
+    if (!relaxed)
+        return e;
+    if (e == MEAO_OK)
+        return meao_db_commit(db);
+    meao_db_rollback(db);
     return e;
 }
 

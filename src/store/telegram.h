@@ -3,8 +3,9 @@
  * prompts shown as inline buttons, and the webhook's secret.
  *
  * The inbox is keyed by Telegram's update_id: the webhook inserts with
- * synchronous=FULL and answers 2xx only after the commit, so an acknowledged
- * update survives kill -9 and a power cut; a redelivered update_id is a
+ * synchronous=FULL (telegram_inbox_sync) and answers 2xx only after the
+ * commit, so an acknowledged update survives kill -9 and a power cut; a
+ * redelivered update_id is a
  * duplicate, acknowledged and dropped. The worker moves a row
  * new → working → done | ignored | failed, or back to new with a not-before
  * time when it must retry (orchestrator down). Everything the worker needs to
@@ -51,11 +52,13 @@ struct meao_tg_item {
 };
 
 /* Store one update (body: the raw JSON, borrowed) unless its update_id is
- * already there (*duplicate = true, nothing written). Commits with
- * synchronous=FULL before returning MEAO_OK. */
+ * already there (*duplicate = true, nothing written). The commit is done
+ * before MEAO_OK is returned: with synchronous=FULL (fsync'ed) unless
+ * relaxed, then NORMAL (survives any process crash, kill -9 included, but
+ * not a power cut before the next checkpoint). */
 enum meao_err meao_tg_inbox_put(struct meao_db *db, int64_t update_id, const char *kind,
                                 int64_t chat_id, int64_t from_id, const char *body, size_t len,
-                                int64_t now_ms, bool *duplicate);
+                                bool relaxed, int64_t now_ms, bool *duplicate);
 
 /* Up to max open rows (new or working), oldest update first, into out;
  * *n gets the count. */
