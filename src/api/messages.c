@@ -240,12 +240,8 @@ struct turn {
     bool leased;
 };
 
-/* Tools whose policy was changed with PATCH /api/v1/config: sent with the
- * turn (PROTOCOL.md `toolPolicies`), so the change applies without
- * restarting the orchestrator. NULL when nothing differs from the file. */
-static json_t *tool_policies(const struct meao_app *app)
+json_t *meao_api_tool_policies(const struct meao_config *c, const struct meao_config *b)
 {
-    const struct meao_config *c = app->cfg, *b = app->base_cfg;
     json_t *o;
     if (c == b)
         return NULL;
@@ -464,7 +460,7 @@ enum meao_err meao_api_messages_post(struct meao_app *app, struct meao_req *req,
         e = MEAO_E_NOMEM;
         goto out;
     }
-    policies = tool_policies(app);
+    policies = meao_api_tool_policies(app->cfg, app->base_cfg);
     if (policies)
         json_object_set(msg, "toolPolicies", policies);
     base = meao_orch_line_size(msg);

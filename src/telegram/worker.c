@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/api.h"
 #include "auth/ratelimit.h"
 #include "auth/secrets.h"
 #include "core/buf.h"
@@ -18,6 +19,7 @@
 #include "store/db.h"
 #include "store/pairing.h"
 #include "store/sessions.h"
+#include "store/settings.h"
 #include "store/telegram.h"
 #include "store/workdir.h"
 #include "telegram/botapi.h"
@@ -600,6 +602,18 @@ static void run_turn(struct ctx *c, const char *text)
     snprintf(uid, sizeof uid, "%lld", (long long)c->user.id);
     msg = meao_orch_turn_request(c->orch_rid, t.s.public_id, uid, "telegram", t.s.work_dir, trusted,
                                  NULL, text, NULL);
+    if (msg) { /* tool policies changed at run time (PATCH /api/v1/config) apply here too */
+        json_t *ov = NULL, *policies = NULL;
+        struct meao_config live;
+        int64_t version;
+        if (meao_settings_load(c->db, &ov, &version) == MEAO_OK && json_object_size(ov) > 0) {
+            meao_settings_overlay(c->cfg, ov, &live);
+            policies = meao_api_tool_policies(&live, c->cfg);
+        }
+        if (policies)
+            json_object_set_new(msg, "toolPolicies", policies);
+        json_decref(ov);
+    }
     base = msg ? meao_orch_line_size(msg) : 0;
     if (base == 0 || base + 64 > MEAO_ORCH_MAX_LINE || strlen(text) > MEAO_ORCH_MAX_CONTENT) {
         say(c, "Sorry, that message is too long.");

@@ -96,3 +96,25 @@ describe('approvals', () => {
     assert.match(late[0].params.text, /Too late|no longer/);
   });
 });
+
+describe('run-time tool policies', () => {
+  test('a policy changed with PATCH /api/v1/config applies to Telegram turns', async () => {
+    const patch = (policy) =>
+      t.stack.request('/api/v1/config', {
+        method: 'PATCH',
+        headers: { Authorization: `Bearer ${t.owner.token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ tools: { policies: { write_file: policy } } }),
+      });
+    const r = await patch('auto');
+    assert.equal(r.status, 200, r.text);
+    try {
+      const since = lastId();
+      const id = await t.say(OWNER_TG, write('auto.txt'));
+      assert.equal(await t.settled(id), 'done');
+      assert.ok(!t.tg.messages(OWNER_TG).some((x) => x.message_id > since && x.reply_markup), 'no prompt');
+      assert.equal(fs.readFileSync(path.join(workDirOf(id), 'auto.txt'), 'utf8'), 'hi');
+    } finally {
+      assert.equal((await patch(null)).status, 200);
+    }
+  });
+});
