@@ -32,6 +32,16 @@ static enum meao_err changed(struct meao_db *db, enum meao_err e)
 
 /* ---- inbox ---- */
 
+/* End the caller's BEGIN IMMEDIATE transaction: commit on success (FULL
+ * durability), else roll back; returns e or the commit's error. */
+static enum meao_err in_tx(struct meao_db *db, enum meao_err e)
+{
+    if (e == MEAO_OK)
+        return meao_db_commit(db);
+    meao_db_rollback(db);
+    return e;
+}
+
 enum meao_err meao_tg_inbox_put(struct meao_db *db, int64_t update_id, const char *kind,
                                 int64_t chat_id, int64_t from_id, const char *body, size_t len,
                                 bool relaxed, int64_t now_ms, bool *duplicate)
@@ -195,6 +205,33 @@ enum meao_err meao_tg_inbox_retry(struct meao_db *db, int64_t update_id, int64_t
     return changed(db, step_reset(db, st));
 }
 
+enum meao_err meao_tg_inbox_prune(struct meao_db *db, int64_t before_ms, int64_t *n)
+{
+    static const char inbox[] = "DELETE FROM telegram_inbox WHERE status IN ('done', 'ignored',"
+                                " 'failed') AND done_ms < ?1";
+    static const char prompts[] = "DELETE FROM telegram_approvals WHERE created_ms < ?1";
+    sqlite3_stmt *st;
+    enum meao_err e;
+
+    if (n)
+        *n = 0;
+    e = meao_db_begin_relaxed(db);
+    if (e != MEAO_OK)
+        return e;
+    st = meao_db_stmt(db, inbox);
+    if (st == NULL)
+        return in_tx(db, MEAO_E_INTERNAL);
+    sqlite3_bind_int64(st, 1, before_ms);
+    e = step_reset(db, st);
+    if (e == MEAO_OK && n)
+        *n = sqlite3_changes(meao_db_handle(db));
+    if (e == MEAO_OK && (st = meao_db_stmt(db, prompts)) != NULL) {
+        sqlite3_bind_int64(st, 1, before_ms);
+        e = step_reset(db, st);
+    }
+    return in_tx(db, e);
+}
+
 enum meao_err meao_tg_inbox_counts(struct meao_db *db, json_t **out)
 {
     static const char sql[] = "SELECT status, count(*) FROM telegram_inbox GROUP BY status";
@@ -269,16 +306,6 @@ static enum meao_err audit_link(struct meao_db *db, int64_t now_ms, int64_t acto
     snprintf(target, sizeof target, "tg:%lld", (long long)telegram_user_id);
     snprintf(detail, sizeof detail, "user:%lld", (long long)user_id);
     return meao_audit(db, now_ms, NULL, actor, action, target, user_id ? detail : NULL);
-}
-
-/* End the caller's BEGIN IMMEDIATE transaction: commit on success (FULL
- * durability), else roll back; returns e or the commit's error. */
-static enum meao_err in_tx(struct meao_db *db, enum meao_err e)
-{
-    if (e == MEAO_OK)
-        return meao_db_commit(db);
-    meao_db_rollback(db);
-    return e;
 }
 
 enum meao_err meao_tg_link(struct meao_db *db, int64_t telegram_user_id, int64_t user_id,

@@ -87,6 +87,12 @@ enum meao_err meao_tg_inbox_finish(struct meao_db *db, int64_t update_id, const 
 enum meao_err meao_tg_inbox_retry(struct meao_db *db, int64_t update_id, int64_t not_before_ms,
                                   const char *outcome);
 
+/* Delete settled rows (done, ignored, failed) settled before before_ms, and
+ * approval prompts created before it; *n (may be NULL) gets the inbox rows
+ * deleted. Telegram redelivers for at most 24 hours, so rows kept longer
+ * than that still catch every duplicate. */
+enum meao_err meao_tg_inbox_prune(struct meao_db *db, int64_t before_ms, int64_t *n);
+
 /* Row counts by status: {"new":n, "working":n, ...} (caller owns *out). */
 enum meao_err meao_tg_inbox_counts(struct meao_db *db, json_t **out);
 

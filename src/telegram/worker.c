@@ -33,6 +33,8 @@
 #define BUSY_RETRY_MS   2000 /* the session runs another turn (e.g. over REST) */
 #define STOP_GRACE_MS   15000
 #define MAX_BACKOFF_MS  60000
+#define KEEP_SETTLED_MS (7 * 24 * 3600 * 1000LL) /* settled rows still catch redeliveries */
+#define PRUNE_EVERY_MS  (3600 * 1000LL)
 
 static const char msg_private[] =
     "Sorry, this assistant is private and only talks to people its owner has allowed.";
@@ -1000,6 +1002,7 @@ int meao_tg_worker_run(const struct meao_config *cfg, const int *stop, int *reop
     int64_t *held = calloc(MAX_OPEN, sizeof *held);
     struct meao_db *db = NULL;
     char err[256];
+    int64_t next_prune = 0;
     int rc = 1;
 
     pthread_mutex_init(&w.mu, NULL);
@@ -1032,6 +1035,15 @@ int meao_tg_worker_run(const struct meao_config *cfg, const int *stop, int *reop
 
     while (!stopping(&w)) {
         struct timespec until;
+        int64_t mono = meao_mono_ms(w.clock), pruned = 0;
+        if (mono >= next_prune) {
+            if (meao_tg_inbox_prune(db, meao_now_ms(w.clock) - KEEP_SETTLED_MS, &pruned) ==
+                    MEAO_OK &&
+                pruned > 0)
+                meao_log(MEAO_LOG_INFO, NULL, "telegram_prune", "deleted %lld settled updates",
+                         (long long)pruned);
+            next_prune = mono + PRUNE_EVERY_MS;
+        }
         if (reopen && __atomic_exchange_n(reopen, 0, __ATOMIC_ACQ_REL) &&
             meao_log_reopen(cfg->log_file) < 0)
             meao_log(MEAO_LOG_ERROR, NULL, "log_reopen", "cannot reopen the log file");

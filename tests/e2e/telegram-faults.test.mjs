@@ -39,12 +39,18 @@ describe('faults', () => {
   test('orchestrator down: the user is told, the update is kept and answered once it is back', async () => {
     const orch = t.stack.orchestratorHandle;
     await orch.stop();
-    const id = await t.say(OWNER_TG, 'are you there?');
-    await waitFor(() => t.texts(OWNER_TG).some((x) => /unavailable right now/.test(x)), { timeoutMs: 10000, what: 'the unavailable notice' });
-    assert.equal(t.inboxStatus(id), 'new');
-    await sleep(1500);
-    assert.equal(t.texts(OWNER_TG).filter((x) => /unavailable right now/.test(x)).length, 1, 'told once');
-    await t.stack.startOrchestrator();
+    let id;
+    try {
+      id = await t.say(OWNER_TG, 'are you there?');
+      await waitFor(() => t.texts(OWNER_TG).some((x) => /unavailable right now/.test(x)), { timeoutMs: 10000, what: 'the unavailable notice' });
+      // kept: back in the inbox, to be tried again
+      await waitFor(() => t.inboxStatus(id) === 'new', { timeoutMs: 5000, what: 'the update back in the inbox' });
+      await sleep(1500);
+      assert.equal(t.texts(OWNER_TG).filter((x) => /unavailable right now/.test(x)).length, 1, 'told once');
+      assert.ok(Number(t.sql(`SELECT attempts FROM telegram_inbox WHERE update_id = ${id}`)) >= 1);
+    } finally {
+      await t.stack.startOrchestrator();
+    }
     assert.equal(await t.settled(id, 30000), 'done');
     assert.equal(shownTimes(OWNER_TG, 'are you there?'), 1);
     assert.equal(turns(id, 'assistant'), 1);
