@@ -23,6 +23,7 @@ struct meao_tg_bot {
     int64_t retry_max_ms;
     const int *stop;
     const struct meao_clock *clock;
+    int64_t not_before_mono; /* a 429 asked us to wait until then */
 };
 
 struct meao_tg_bot *meao_tg_bot_new(const struct meao_tg_bot_opts *o)
@@ -184,8 +185,20 @@ enum meao_err meao_tg_bot_call(struct meao_tg_bot *b, const char *method, const 
     for (int attempt = 1;; attempt++) {
         long st = 0;
         json_t *doc = NULL;
-        int64_t wait = -1;
+        int64_t wait = -1, hold = b->not_before_mono - meao_mono_ms(b->clock);
 
+        if (hold > 0) { /* Telegram's retry_after still runs */
+            if (retry == MEAO_TG_ONCE || hold > b->retry_max_ms) {
+                snprintf(why, whylen, "%s: rate limited by Telegram for %lld ms more", method,
+                         (long long)hold);
+                e = MEAO_E_RATE_LIMITED;
+                break;
+            }
+            if (!nap(b, hold)) {
+                e = MEAO_E_CANCELLED;
+                break;
+            }
+        }
         meao_buf_reset(&answer);
         e = exchange(b, method, body, &answer, &st, why, whylen);
         if (status)
@@ -208,6 +221,7 @@ enum meao_err meao_tg_bot_call(struct meao_tg_bot *b, const char *method, const 
                 json_int_t ra = json_integer_value(json_object_get(params_v, "retry_after"));
                 wait = (ra > 0 ? ra : 1) * 1000;
                 e = MEAO_E_RATE_LIMITED;
+                b->not_before_mono = meao_mono_ms(b->clock) + wait;
                 if (wait > b->retry_max_ms)
                     wait = -1; /* longer than we may wait: give up now */
             } else if (st >= 500 || st == 0) {
@@ -224,7 +238,7 @@ enum meao_err meao_tg_bot_call(struct meao_tg_bot *b, const char *method, const 
             break;
         meao_log(MEAO_LOG_WARN, NULL, "telegram_retry", "%s; retrying in %lld ms", why,
                  (long long)wait);
-        if (!nap(b, wait)) {
+        if (e != MEAO_E_RATE_LIMITED && !nap(b, wait)) { /* a 429's wait is the hold above */
             e = MEAO_E_CANCELLED;
             break;
         }
@@ -244,6 +258,12 @@ enum meao_err meao_tg_bot_call(struct meao_tg_bot *b, const char *method, const 
 enum meao_err meao_tg_send(struct meao_tg_bot *b, int64_t chat_id, const char *text,
                            const json_t *markup, int64_t *message_id)
 {
+    return meao_tg_send_ex(b, chat_id, text, markup, MEAO_TG_RETRY, message_id);
+}
+
+enum meao_err meao_tg_send_ex(struct meao_tg_bot *b, int64_t chat_id, const char *text,
+                              const json_t *markup, enum meao_tg_retry retry, int64_t *message_id)
+{
     json_t *p = json_pack("{s:I, s:s}", "chat_id", (json_int_t)chat_id, "text", text), *r = NULL;
     enum meao_err e;
     if (message_id)
@@ -252,7 +272,7 @@ enum meao_err meao_tg_send(struct meao_tg_bot *b, int64_t chat_id, const char *t
         return MEAO_E_NOMEM;
     if (markup)
         json_object_set(p, "reply_markup", (json_t *)markup);
-    e = meao_tg_bot_call(b, "sendMessage", p, MEAO_TG_RETRY, &r, NULL, NULL, 0);
+    e = meao_tg_bot_call(b, "sendMessage", p, retry, &r, NULL, NULL, 0);
     if (e == MEAO_OK && message_id)
         *message_id = (int64_t)json_integer_value(json_object_get(r, "message_id"));
     json_decref(r);

@@ -4,7 +4,10 @@
  * {"ok":true,"result":...} or {"ok":false,"error_code","description",
  * "parameters":{"retry_after"}}. Retries: a 429 waits retry_after seconds
  * (when that fits the retry budget), a 5xx or a network failure backs off
- * (0.5 s, 1 s, 2 s, ... capped), a 4xx is never retried. The URL carries the
+ * (0.5 s, 1 s, 2 s, ... capped), a 4xx is never retried. After a 429 the
+ * handle remembers until when Telegram asked it to wait: later calls wait
+ * that long first (MEAO_TG_ONCE calls fail at once instead), so a streaming
+ * edit that got a 429 also delays the final reply. The URL carries the
  * bot token: it is never logged, and every text this module logs or returns
  * has the token redacted.
  *
@@ -58,9 +61,15 @@ enum meao_err meao_tg_bot_call(struct meao_tg_bot *b, const char *method, const 
 void meao_tg_bot_redact(const struct meao_tg_bot *b, char *s);
 
 /* sendMessage: text (at most 4096 characters) to chat_id, with an optional
- * reply_markup (borrowed). *message_id gets the new message's id. */
+ * reply_markup (borrowed), retried as meao_tg_bot_call does.
+ * *message_id (may be NULL) gets the new message's id. */
 enum meao_err meao_tg_send(struct meao_tg_bot *b, int64_t chat_id, const char *text,
                            const json_t *markup, int64_t *message_id);
+
+/* The same with the retry policy chosen (MEAO_TG_ONCE for a streaming
+ * update that a later one replaces). */
+enum meao_err meao_tg_send_ex(struct meao_tg_bot *b, int64_t chat_id, const char *text,
+                              const json_t *markup, enum meao_tg_retry retry, int64_t *message_id);
 
 /* editMessageText; markup NULL removes the inline keyboard. "message is not
  * modified" counts as success. */

@@ -122,9 +122,21 @@ static void finish(struct ctx *c, const char *status, const char *outcome)
     c->settled = true;
 }
 
-static void retry_later(struct ctx *c, int64_t delay_ms, const char *why)
+/* Put the row back for another try. A failure that may be permanent (a
+ * database or Bot API that keeps failing) gives up after
+ * telegram_max_attempts tries; waiting for a busy session or a stop does not
+ * count against that. */
+static void retry_later(struct ctx *c, int64_t delay_ms, const char *why, bool counted)
 {
-    enum meao_err e = meao_tg_inbox_retry(c->db, c->item->update_id, now_ms(c) + delay_ms, why);
+    enum meao_err e;
+    if (counted && c->item->attempts + 1 >= c->cfg->telegram_max_attempts) {
+        char outcome[160];
+        snprintf(outcome, sizeof outcome, "gave up after %lld attempts: %s",
+                 (long long)c->item->attempts + 1, why);
+        finish(c, "failed", outcome);
+        return;
+    }
+    e = meao_tg_inbox_retry(c->db, c->item->update_id, now_ms(c) + delay_ms, why);
     if (e != MEAO_OK)
         meao_log(MEAO_LOG_ERROR, NULL, "telegram_inbox", "update %lld: cannot requeue: %s",
                  (long long)c->item->update_id, meao_strerror(e));
@@ -244,29 +256,37 @@ static size_t first_chunk(const char *text, size_t len)
 
 /* Show text[0..n) in the reply message: send it when there is none yet,
  * else edit it (once, or with retries when final). */
-static void show(struct ctx *c, struct stream *st, const char *text, size_t n, bool final)
+static enum meao_err show(struct ctx *c, struct stream *st, const char *text, size_t n, bool final)
 {
     char *dup;
     enum meao_err e;
 
     if (n == 0 || (st->shown && strlen(st->shown) == n && memcmp(st->shown, text, n) == 0))
-        return;
+        return MEAO_OK;
     dup = strndup(text, n);
     if (dup == NULL)
-        return;
+        return MEAO_E_NOMEM;
     if (st->message_id == 0) {
-        e = meao_tg_send(c->bot, c->u.chat_id, dup, NULL, &st->message_id);
+        e = meao_tg_send_ex(c->bot, c->u.chat_id, dup, NULL, final ? MEAO_TG_RETRY : MEAO_TG_ONCE,
+                            &st->message_id);
         if (e == MEAO_OK && st->message_id)
             (void)meao_tg_inbox_set_reply(c->db, c->item->update_id, st->message_id);
     } else {
         int64_t wait = st->last_edit_ms + c->cfg->telegram_edit_interval_ms - mono_ms(c);
         if (!final && wait > 0) { /* not yet: the next delta or slice shows it */
             free(dup);
-            return;
+            return MEAO_OK;
         }
         sleep_ms(wait); /* the final edit waits its turn too: at most one edit a second */
         e = meao_tg_edit(c->bot, c->u.chat_id, st->message_id, dup, NULL,
                          final ? MEAO_TG_RETRY : MEAO_TG_ONCE);
+        if (e == MEAO_E_INVALID_REQUEST && final) {
+            /* the message is gone (deleted by the user?): show the reply anew */
+            st->message_id = 0;
+            e = meao_tg_send(c->bot, c->u.chat_id, dup, NULL, &st->message_id);
+            if (e == MEAO_OK && st->message_id)
+                (void)meao_tg_inbox_set_reply(c->db, c->item->update_id, st->message_id);
+        }
     }
     st->last_edit_ms = mono_ms(c);
     if (e == MEAO_OK) {
@@ -275,6 +295,7 @@ static void show(struct ctx *c, struct stream *st, const char *text, size_t n, b
     } else {
         free(dup);
     }
+    return e;
 }
 
 /* Deliver the whole reply: the first chunk in the reply message, the rest as
@@ -288,9 +309,9 @@ static enum meao_err deliver(struct ctx *c, struct stream *st, const char *conte
         content = "(no reply)";
     len = strlen(content);
     n = first_chunk(content, len);
-    show(c, st, content, n, true);
-    if (st->shown == NULL || strlen(st->shown) != n || memcmp(st->shown, content, n) != 0)
-        return MEAO_E_UNAVAILABLE;
+    e = show(c, st, content, n, true);
+    if (e != MEAO_OK)
+        return e;
     for (off = n; off < len && e == MEAO_OK; off += n) {
         char *part;
         n = meao_tg_split_point(content + off, len - off, MEAO_TG_TEXT_MAX);
@@ -399,7 +420,8 @@ static void orchestrator_down(struct ctx *c)
         say(c, msg_down);
     for (int64_t i = 1; i < attempts && backoff < MAX_BACKOFF_MS; i++)
         backoff *= 2;
-    retry_later(c, backoff < MAX_BACKOFF_MS ? backoff : MAX_BACKOFF_MS, "orchestrator unavailable");
+    retry_later(c, backoff < MAX_BACKOFF_MS ? backoff : MAX_BACKOFF_MS, "orchestrator unavailable",
+                false);
 }
 
 struct turn {
@@ -451,8 +473,8 @@ static void turn_complete(struct ctx *c, struct turn *t, struct stream *st, cons
     e = deliver(c, st, r.content);
     if (e == MEAO_OK)
         finish(c, "done", "replied");
-    else if (e == MEAO_E_UNAVAILABLE || e == MEAO_E_RATE_LIMITED)
-        retry_later(c, 5000, "Bot API unavailable; the reply is stored");
+    else if (e == MEAO_E_UNAVAILABLE || e == MEAO_E_RATE_LIMITED || e == MEAO_E_CANCELLED)
+        retry_later(c, 5000, "Bot API unavailable; the reply is stored", true);
     else
         finish(c, "failed", "Bot API refused the reply");
 }
@@ -500,7 +522,7 @@ static void run_frames(struct ctx *c, struct turn *t, struct meao_orch_client *o
         if (e == MEAO_E_TIMEOUT) {
             if (stopping(c->w)) { /* cancelled by closing; run again by the next start */
                 turn_settle_failed(c, t, "SERVICE_UNAVAILABLE");
-                retry_later(c, 0, "worker stopped mid-turn");
+                retry_later(c, 0, "worker stopped mid-turn", false);
             } else if (now >= deadline || now - last_frame >= cfg->orchestrator_idle_timeout_ms) {
                 turn_settle_failed(c, t, "GATEWAY_TIMEOUT");
                 say(c, "Sorry, that took too long and was stopped.");
@@ -511,7 +533,7 @@ static void run_frames(struct ctx *c, struct turn *t, struct meao_orch_client *o
                     next_renew = now + LEASE_RENEW_MS;
                 }
                 if (st.text.len)
-                    show(c, &st, st.text.p, first_chunk(st.text.p, st.text.len), false);
+                    (void)show(c, &st, st.text.p, first_chunk(st.text.p, st.text.len), false);
             }
             continue;
         }
@@ -525,7 +547,7 @@ static void run_frames(struct ctx *c, struct turn *t, struct meao_orch_client *o
         case MEAO_ORCH_TEXT_DELTA: {
             const char *d = meao_json_str(frame, "delta");
             if (d && meao_buf_puts(&st.text, d))
-                show(c, &st, st.text.p, first_chunk(st.text.p, st.text.len), false);
+                (void)show(c, &st, st.text.p, first_chunk(st.text.p, st.text.len), false);
             break;
         }
         case MEAO_ORCH_APPROVAL_REQUEST: approval_prompt(c, frame); break;
@@ -568,8 +590,10 @@ static bool resume(struct ctx *c, const struct meao_session *s)
     e = deliver(c, &st, reply);
     if (e == MEAO_OK)
         finish(c, "done", "stored reply delivered again");
+    else if (e == MEAO_E_UNAVAILABLE || e == MEAO_E_RATE_LIMITED || e == MEAO_E_CANCELLED)
+        retry_later(c, 5000, "Bot API unavailable; the reply is stored", true);
     else
-        retry_later(c, 5000, "Bot API unavailable; the reply is stored");
+        finish(c, "failed", "Bot API refused the reply");
     stream_free(&st);
     free(reply);
     return true;
@@ -587,7 +611,7 @@ static void run_turn(struct ctx *c, const char *text)
 
     e = chat_session(c, &t.s);
     if (e != MEAO_OK) {
-        retry_later(c, BUSY_RETRY_MS, "database unavailable");
+        retry_later(c, BUSY_RETRY_MS, "database unavailable", true);
         return;
     }
     if (resume(c, &t.s))
@@ -640,7 +664,7 @@ static void run_turn(struct ctx *c, const char *text)
     if (e == MEAO_E_CONFLICT) { /* busy (a REST turn, or our dead attempt's lease) or ended */
         if (why == MEAO_TURN_ENDED)
             (void)meao_tg_chat_set_session(c->db, c->u.chat_id, c->user.id, NULL, now_ms(c));
-        retry_later(c, why == MEAO_TURN_ENDED ? 0 : BUSY_RETRY_MS, "session busy");
+        retry_later(c, why == MEAO_TURN_ENDED ? 0 : BUSY_RETRY_MS, "session busy", false);
         goto out;
     }
     if (e != MEAO_OK)
@@ -661,7 +685,7 @@ static void run_turn(struct ctx *c, const char *text)
     run_frames(c, &t, oc);
     goto out;
 db_down:
-    retry_later(c, BUSY_RETRY_MS, "database unavailable");
+    retry_later(c, BUSY_RETRY_MS, "database unavailable", true);
 out:
     if (t.leased) /* not reached in practice: every path above settles */
         turn_settle_failed(c, &t, "INTERNAL_ERROR");
@@ -698,7 +722,7 @@ static void cmd_new(struct ctx *c)
     if (meao_tg_chat_session(c->db, c->u.chat_id, c->user.id, id) == MEAO_OK)
         (void)meao_session_end(c->db, c->user.id, id, now_ms(c));
     if (new_session(c, &s) != MEAO_OK) {
-        retry_later(c, BUSY_RETRY_MS, "database unavailable");
+        retry_later(c, BUSY_RETRY_MS, "database unavailable", true);
         return;
     }
     say(c, "New session started.");
@@ -761,7 +785,7 @@ static void handle_message(struct ctx *c)
         return;
     }
     if (e != MEAO_OK) {
-        retry_later(c, BUSY_RETRY_MS, "database unavailable");
+        retry_later(c, BUSY_RETRY_MS, "database unavailable", true);
         return;
     }
     if (strcmp(policy, "owner_only") == 0 && c->user.role != MEAO_ROLE_OWNER) {

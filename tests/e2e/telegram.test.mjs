@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
 import { assertHealthy, waitFor } from './lib/stack.mjs';
-import { OWNER_TG, TOKEN, messageUpdate, newUpdateId, startTelegramStack } from './lib/telegram.mjs';
+import { OWNER_TG, TOKEN, ctlAsync, messageUpdate, newUpdateId, startTelegramStack } from './lib/telegram.mjs';
 
 let t;
 before(async () => {
@@ -177,5 +177,34 @@ describe('secrets', () => {
     assert.ok(!logs.includes(t.secret), 'webhook secret in a log');
     // only a keyed hash of the secret is stored
     assert.ok(!t.sql('SELECT value FROM telegram_state').includes(t.secret));
+  });
+});
+
+describe('meaoctl telegram', () => {
+  test('status; set-webhook rotates the secret; delete-webhook refuses every delivery', async () => {
+    const st = await ctlAsync(t.stack, ['--json', 'telegram', 'status']);
+    assert.equal(st.status, 0, st.stderr);
+    const j = JSON.parse(st.stdout);
+    assert.equal(j.policy, 'owner_only');
+    assert.equal(j.tokenSet, true);
+    assert.equal(j.secretSet, true);
+    assert.equal(j.webhookUrl, t.stack.url('/telegram/webhook'));
+    assert.equal(j.telegram.url, t.stack.url('/telegram/webhook'));
+    assert.ok(j.inbox.done > 0 && j.inbox.ignored > 0, JSON.stringify(j.inbox));
+    assert.ok(!st.stdout.includes(TOKEN) && !st.stderr.includes(TOKEN));
+    // bad input: clear usage errors
+    assert.equal((await ctlAsync(t.stack, ['telegram', 'set-webhook', '--url', 'http://example.org/x'])).status, 2);
+    assert.equal(t.stack.ctl(['telegram', 'link', 'abc', 'alice']).status, 2);
+    assert.equal(t.stack.ctl(['telegram', 'link', '5', 'nobody']).status, 1);
+    // rotating: the old secret stops working at once
+    const old = t.secret;
+    assert.equal((await ctlAsync(t.stack, ['telegram', 'set-webhook', '--url', t.stack.url('/telegram/webhook')])).status, 0);
+    assert.notEqual(t.tg.webhook.secret_token, old);
+    assert.equal((await t.deliver(messageUpdate(newUpdateId(), OWNER_TG, 'x'), { secret: old })).status, 401);
+    assert.equal((await t.deliver({ update_id: newUpdateId(), poll: {} }, { secret: t.tg.webhook.secret_token })).status, 200);
+    const del = await ctlAsync(t.stack, ['telegram', 'delete-webhook']);
+    assert.equal(del.status, 0, del.stderr);
+    assert.equal(t.tg.webhook, null);
+    assert.equal((await t.deliver({ update_id: newUpdateId(), poll: {} }, { secret: t.tg.webhook?.secret_token ?? old })).status, 401);
   });
 });
