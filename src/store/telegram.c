@@ -346,6 +346,9 @@ static enum meao_err tg_user(struct meao_db *db, int64_t telegram_user_id, int64
     enum meao_err e;
     snprintf(name, sizeof name, "tg%lld", (long long)telegram_user_id);
     e = meao_user_get_by_name(db, name, out);
+    /* an owner that happens to bear the name is never handed to a stranger */
+    if (e == MEAO_OK && out->role == MEAO_ROLE_OWNER)
+        return MEAO_E_CONFLICT;
     if (e != MEAO_E_NOT_FOUND)
         return e;
     e = meao_user_create(db, name, MEAO_ROLE_USER, now_ms, &id);

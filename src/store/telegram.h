@@ -112,7 +112,9 @@ enum meao_err meao_tg_unlink(struct meao_db *db, int64_t telegram_user_id, int64
 
 /* Link telegram_user_id to the user named "tg<id>" (role user), creating that
  * user first when it does not exist: what `allow` and an approved pairing do.
- * out (may be NULL) gets the user. */
+ * An already linked Telegram user keeps its link. MEAO_E_CONFLICT when an
+ * owner bears that name (never handed to a stranger). out (may be NULL) gets
+ * the user. */
 enum meao_err meao_tg_allow(struct meao_db *db, int64_t telegram_user_id, int64_t actor_user_id,
                             int64_t now_ms, struct meao_user *out);
 

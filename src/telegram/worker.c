@@ -777,8 +777,8 @@ static void handle_message(struct ctx *c)
     e = meao_tg_identity_get(c->db, c->u.from_id, &c->user);
     if (e == MEAO_E_NOT_FOUND && strcmp(policy, "open") == 0)
         e = meao_tg_allow(c->db, c->u.from_id, 0, now_ms(c), &c->user);
-    if (e == MEAO_E_NOT_FOUND) {
-        if (strcmp(policy, "pairing") == 0)
+    if (e == MEAO_E_NOT_FOUND || e == MEAO_E_CONFLICT) { /* conflict: see meao_tg_allow */
+        if (strcmp(policy, "pairing") == 0 && e == MEAO_E_NOT_FOUND)
             pairing_stranger(c);
         else
             refuse_stranger(c);

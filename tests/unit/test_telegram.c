@@ -283,6 +283,12 @@ static void identities_link_allow_and_pairing(void **state)
     assert_int_equal(u.role, MEAO_ROLE_USER);
     assert_int_equal(meao_tg_allow(f->db, 9000000000LL, 0, T0, &u), MEAO_OK);
     assert_int_equal(meao_tg_unlink(f->db, 9000000000LL, T0), MEAO_OK);
+    {
+        int64_t owner;
+        assert_int_equal(meao_user_create(f->db, "tg333", MEAO_ROLE_OWNER, T0, &owner), MEAO_OK);
+        assert_int_equal(meao_tg_allow(f->db, 333, 0, T0, &u), MEAO_E_CONFLICT);
+        assert_int_equal(meao_tg_identity_get(f->db, 333, &u), MEAO_E_NOT_FOUND);
+    }
     assert_int_equal(meao_tg_unlink(f->db, 9000000000LL, T0), MEAO_E_NOT_FOUND);
 
     /* pairing: a code per stranger, hashed, single use, expires */
