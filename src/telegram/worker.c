@@ -573,6 +573,7 @@ static void run_frames(struct ctx *c, struct turn *t, struct meao_orch_client *o
 static bool resume(struct ctx *c, const struct meao_session *s)
 {
     struct meao_msg_ref um;
+    struct meao_session then;
     bool found, pending;
     char *reply = NULL;
     struct stream st = {.message_id = c->item->reply_message_id};
@@ -580,6 +581,11 @@ static bool resume(struct ctx *c, const struct meao_session *s)
 
     if (c->item->attempts == 0)
         return false;
+    /* the dead attempt's turn ran in the session the row names (the chat's
+     * current one may have changed since, e.g. the old one was ended) */
+    if (c->item->session[0] && strcmp(c->item->session, s->public_id) != 0 &&
+        meao_session_get(c->db, c->user.id, c->item->session, now_ms(c), &then) == MEAO_OK)
+        s = &then;
     if (meao_tg_turn_find(c->db, s->id, c->rid, &um, &found, &pending, &reply) != MEAO_OK)
         return false;
     if (found && pending && c->item->lease[0]) /* the dead attempt's turn: release it */
