@@ -40,6 +40,12 @@ void meao_api_user_id(const struct meao_req *req, char out[24]);
 enum meao_err meao_api_orch_call(struct meao_app *app, struct meao_resp *resp, const json_t *msg,
                                  json_t **answer, enum meao_orch_type *type);
 
+/* Tools whose policy live (the configuration with the PATCH /api/v1/config
+ * overrides applied) changed from base (the file's): the turn's
+ * `toolPolicies` (PROTOCOL.md), so a change applies without restarting the
+ * orchestrator. A new object (caller owns), or NULL when nothing differs. */
+json_t *meao_api_tool_policies(const struct meao_config *live, const struct meao_config *base);
+
 /* Copy an orchestrator's message into out as one printable line of at most
  * outlen - 1 bytes (control characters become spaces). */
 void meao_api_safe_line(const char *in, char *out, size_t outlen);

@@ -216,12 +216,10 @@ nomem:
 
 /* ---- the turn line ---- */
 
-/* Tools whose policy was changed with PATCH /api/v1/config: sent with the
- * turn (PROTOCOL.md `toolPolicies`), so the change applies without
- * restarting the orchestrator. NULL when nothing differs from the file. */
-static json_t *tool_policies(const struct meao_app *app)
+/* Tools whose policy was changed with PATCH /api/v1/config (declared in
+ * api.h; the Telegram worker sends them too). */
+json_t *meao_api_tool_policies(const struct meao_config *c, const struct meao_config *b)
 {
-    const struct meao_config *c = app->cfg, *b = app->base_cfg;
     json_t *o;
     if (c == b)
         return NULL;
@@ -239,34 +237,6 @@ static json_t *tool_policies(const struct meao_app *app)
         return NULL;
     }
     return o;
-}
-
-/* Bytes json takes as one compact line (without the newline); 0 on failure. */
-static size_t dumped_size(const json_t *v)
-{
-    char *s = json_dumps(v, JSON_COMPACT);
-    size_t n = s ? strlen(s) : 0;
-    free(s);
-    return n;
-}
-
-/* Keep the newest history entries that fit in budget bytes of the turn line
- * (and that the orchestrator accepts: content ≤ MEAO_ORCH_MAX_CONTENT).
- * The window stays contiguous: it stops at the first entry that does not fit. */
-static void fit_history(json_t *history, size_t budget)
-{
-    size_t n = json_array_size(history), keep = 0, used = 0;
-    while (keep < n) {
-        const json_t *h = json_array_get(history, n - 1 - keep);
-        size_t cost = dumped_size(h) + 1;
-        if (json_string_length(json_object_get(h, "content")) > MEAO_ORCH_MAX_CONTENT ||
-            cost == 1 || used + cost > budget)
-            break;
-        used += cost;
-        keep++;
-    }
-    while (json_array_size(history) > keep)
-        json_array_remove(history, 0);
 }
 
 /* ---- settling ---- */
@@ -443,10 +413,10 @@ enum meao_err meao_chat_start(struct meao_chat *ch, struct meao_app *app, struct
         e = MEAO_E_NOMEM;
         goto out;
     }
-    policies = tool_policies(app);
+    policies = meao_api_tool_policies(app->cfg, app->base_cfg);
     if (policies)
         json_object_set(msg, "toolPolicies", policies);
-    base = dumped_size(msg);
+    base = meao_orch_line_size(msg);
     if (base == 0 || base + 64 > MEAO_ORCH_MAX_LINE) {
         e = meao_fail(resp, MEAO_E_PAYLOAD_TOO_LARGE,
                       "Message and attachments exceed what one turn can carry");
@@ -495,7 +465,7 @@ enum meao_err meao_chat_start(struct meao_chat *ch, struct meao_app *app, struct
         e = meao_chat_fail(ch, resp, MEAO_E_DB, "Database unavailable");
         goto out;
     }
-    fit_history(history, MEAO_ORCH_MAX_LINE - 64 - base);
+    meao_orch_fit_history(history, MEAO_ORCH_MAX_LINE - 64 - base);
     json_object_set(msg, "history", history);
 
     e = meao_orch_connect(app->cfg->orchestrator_socket, app->clock,

@@ -110,6 +110,10 @@ const struct meao_route meao_routes[] = {
      ENV | MEAO_ROUTE_SLOW},
     {"GET", "/api/v1/config", meao_api_config_get, MEAO_AUTH_USER, MEAO_RATE_REST, NULL, ENV},
     {"PATCH", "/api/v1/config", meao_api_config_patch, MEAO_AUTH_OWNER, MEAO_RATE_REST, NULL, JSON},
+    /* Telegram's webhook: its own secret header instead of a bearer token,
+     * checked before the body is parsed (the handler parses it) */
+    {"POST", "/telegram/webhook", meao_api_telegram_webhook, MEAO_AUTH_NONE, MEAO_RATE_NONE, NULL,
+     0},
     /* test-only, off unless debug_routes = true */
     {"GET", "/__debug/sleep", meao_api_debug_sleep, MEAO_AUTH_NONE, MEAO_RATE_NONE, NULL,
      MEAO_ROUTE_SLOW},

@@ -55,6 +55,10 @@ enum meao_err meao_api_approvals_list(struct meao_app *app, struct meao_req *req
 enum meao_err meao_api_approvals_answer(struct meao_app *app, struct meao_req *req,
                                         struct meao_resp *resp);
 
+/* telegram.c — Telegram's webhook (secret header, durable inbox) */
+enum meao_err meao_api_telegram_webhook(struct meao_app *app, struct meao_req *req,
+                                        struct meao_resp *resp);
+
 /* tools.c */
 enum meao_err meao_api_tools_list(struct meao_app *app, struct meao_req *req,
                                   struct meao_resp *resp);

@@ -74,6 +74,19 @@ static const struct key keys[] = {
     {"tool_policy_bash", K_ENUM, OFF(tool_policy_bash), "always", 0, 0, "auto|ask|always"},
     {"tool_policy_read_file", K_ENUM, OFF(tool_policy_read_file), "auto", 0, 0, "auto|ask|always"},
     {"tool_policy_write_file", K_ENUM, OFF(tool_policy_write_file), "ask", 0, 0, "auto|ask|always"},
+    {"telegram_bot_token", K_SECRET, OFF(telegram_bot_token), "", 0, 256, NULL},
+    {"telegram_api_base", K_STR, OFF(telegram_api_base), "https://api.telegram.org", 1, 2048, NULL},
+    {"telegram_dm_policy", K_ENUM, OFF(telegram_dm_policy), "owner_only", 0, 0,
+     "owner_only|allowlist|pairing|open"},
+    {"telegram_inbox_sync", K_ENUM, OFF(telegram_inbox_sync), "full", 0, 0, "full|normal"},
+    {"telegram_poll_ms", K_INT, OFF(telegram_poll_ms), "200", 10, 60000, NULL},
+    {"telegram_max_chats", K_INT, OFF(telegram_max_chats), "8", 1, 256, NULL},
+    {"telegram_edit_interval_ms", K_INT, OFF(telegram_edit_interval_ms), "1000", 1000, 60000, NULL},
+    {"telegram_stranger_replies_per_hour", K_INT, OFF(telegram_stranger_replies_per_hour), "3", 1,
+     1000, NULL},
+    {"telegram_api_timeout_ms", K_INT, OFF(telegram_api_timeout_ms), "10000", 100, 600000, NULL},
+    {"telegram_retry_max_ms", K_INT, OFF(telegram_retry_max_ms), "60000", 100, 3600000, NULL},
+    {"telegram_max_attempts", K_INT, OFF(telegram_max_attempts), "20", 1, 10000, NULL},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

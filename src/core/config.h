@@ -70,6 +70,18 @@ struct meao_config {
     char *tool_policy_bash;       /* auto | ask | always */
     char *tool_policy_read_file;  /* auto | ask | always */
     char *tool_policy_write_file; /* auto | ask | always */
+    /* Telegram (the meao-telegram worker and meaoctl telegram) */
+    char *telegram_bot_token;  /* a secret: never logged; prefer MEAO_TELEGRAM_BOT_TOKEN */
+    char *telegram_api_base;   /* Bot API base URL, without the /bot<token> part */
+    char *telegram_dm_policy;  /* owner_only | allowlist | pairing | open */
+    char *telegram_inbox_sync; /* full | normal: the webhook's commit (see store/telegram.h) */
+    int64_t telegram_poll_ms;
+    int64_t telegram_max_chats;
+    int64_t telegram_edit_interval_ms;
+    int64_t telegram_stranger_replies_per_hour;
+    int64_t telegram_api_timeout_ms;
+    int64_t telegram_retry_max_ms;
+    int64_t telegram_max_attempts;
 };
 
 /* cfg must be uninitialised (or freed): it is overwritten. On failure

@@ -24,6 +24,10 @@
 #include "core/log.h"
 #include "http/app.h"
 #include "store/pairing.h"
+#include "store/telegram.h"
+#include "telegram/botapi.h"
+
+#include <curl/curl.h>
 
 enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE_ = 2, EX_UNAVAIL = 3 };
 
@@ -52,6 +56,11 @@ static const char usage_text[] =
     "                                    owner-initiated pairing: print a code for a new device\n"
     "  pair approve|deny CODE [--owner NAME]\n"
     "                                    decide a device-initiated pairing request\n"
+    "  telegram set-webhook --url URL [--drop-pending]\n"
+    "                                    point the bot's webhook here, with a new secret token\n"
+    "  telegram delete-webhook | status  remove the webhook / show webhook, inbox, identities\n"
+    "  telegram link TELEGRAM_USER_ID USER | allow TELEGRAM_USER_ID | unlink TELEGRAM_USER_ID\n"
+    "  telegram list | approve CODE      Telegram identities; approve a stranger's pairing code\n"
     "\n"
     "Configuration comes from -c FILE (default /etc/meao/meao.conf when it exists) and\n"
     "MEAO_* environment variables. Run `meaoctl COMMAND --help` for details.\n"
@@ -460,6 +469,318 @@ static int cmd_pair(struct ctl *c, int argc, char **argv)
     return fail(EX_USAGE_, "unknown pair subcommand \"%s\" (code, approve, deny)", sub);
 }
 
+/* ---- telegram ---- */
+
+static const char telegram_usage[] =
+    "usage: meaoctl telegram set-webhook --url URL [--drop-pending]\n"
+    "       meaoctl telegram delete-webhook\n"
+    "       meaoctl telegram status\n"
+    "       meaoctl telegram link TELEGRAM_USER_ID USER\n"
+    "       meaoctl telegram allow TELEGRAM_USER_ID\n"
+    "       meaoctl telegram unlink TELEGRAM_USER_ID\n"
+    "       meaoctl telegram list\n"
+    "       meaoctl telegram approve CODE\n"
+    "\n"
+    "set-webhook draws a new secret token, calls the Bot API's setWebhook with it\n"
+    "(allowed_updates: message, callback_query) and stores only its keyed hash; the\n"
+    "webhook then refuses every delivery without it. URL must be https (plain http\n"
+    "only to a loopback host, for tests). link maps a Telegram user id to an existing\n"
+    "meao user; allow maps it to the user \"tg<id>\" (created, role user); approve\n"
+    "accepts a pairing code a stranger got under telegram_dm_policy = pairing.\n"
+    "The bot token comes from telegram_bot_token (MEAO_TELEGRAM_BOT_TOKEN).\n";
+
+static struct meao_tg_bot *ctl_bot(struct ctl *c)
+{
+    struct meao_tg_bot *b;
+    if (c->cfg.telegram_bot_token == NULL || c->cfg.telegram_bot_token[0] == '\0') {
+        fail(EX_USAGE_, "telegram_bot_token is not set (MEAO_TELEGRAM_BOT_TOKEN)");
+        return NULL;
+    }
+    b = meao_tg_bot_new(&(struct meao_tg_bot_opts){.base = c->cfg.telegram_api_base,
+                                                   .token = c->cfg.telegram_bot_token,
+                                                   .timeout_ms = c->cfg.telegram_api_timeout_ms,
+                                                   .retry_max_ms = 5000,
+                                                   .clock = c->clock});
+    if (b == NULL)
+        fail(EX_FAIL, "cannot create the Bot API client");
+    return b;
+}
+
+/* https, or http to a loopback host (tests, a local Bot API server). */
+static bool webhook_url_ok(const char *u)
+{
+    static const char *const loopback[] = {"http://127.0.0.1", "http://localhost", "http://[::1]"};
+    if (strlen(u) > 2000 || strncmp(u, "https://", 8) == 0)
+        return strlen(u) > 8 && strlen(u) <= 2000;
+    for (size_t i = 0; i < sizeof loopback / sizeof loopback[0]; i++) {
+        size_t n = strlen(loopback[i]);
+        if (strncmp(u, loopback[i], n) == 0 && (u[n] == ':' || u[n] == '/' || u[n] == '\0'))
+            return true;
+    }
+    return false;
+}
+
+static bool parse_tg_id(const char *s, int64_t *out)
+{
+    char *end;
+    long long v;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v <= 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int tg_set_webhook(struct ctl *c, const char *url, bool drop)
+{
+    unsigned char raw[32];
+    char secret[64], hash[MEAO_TG_SECRET_HEX + 1], why[256];
+    struct meao_tg_bot *b;
+    json_t *p;
+    enum meao_err e;
+    int rc;
+
+    if (!webhook_url_ok(url))
+        return fail(EX_USAGE_, "--url must be an https URL (http only to a loopback host)");
+    if ((rc = open_store(c, true)) != EX_OK)
+        return rc;
+    if ((b = ctl_bot(c)) == NULL)
+        return EX_FAIL;
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2base64(secret, sizeof secret, raw, sizeof raw,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(raw, sizeof raw);
+    p = json_pack("{s:s, s:s, s:[s, s], s:b}", "url", url, "secret_token", secret,
+                  "allowed_updates", "message", "callback_query", "drop_pending_updates", drop);
+    /* Telegram first: until it has the new secret, the old one stays valid here */
+    e = p ? meao_tg_bot_call(b, "setWebhook", p, MEAO_TG_RETRY, NULL, NULL, why, sizeof why)
+          : MEAO_E_NOMEM;
+    json_decref(p);
+    meao_tg_bot_free(b);
+    if (e != MEAO_OK) {
+        sodium_memzero(secret, sizeof secret);
+        return fail(EX_FAIL, "setWebhook failed: %s", why);
+    }
+    meao_tg_secret_hash(&c->keys, secret, strlen(secret), hash);
+    sodium_memzero(secret, sizeof secret);
+    e = meao_tg_state_set(c->db, "webhook_secret_hash", hash, now_ms(c));
+    if (e == MEAO_OK)
+        e = meao_tg_state_set(c->db, "webhook_url", url, now_ms(c));
+    if (e == MEAO_OK)
+        e = meao_audit(c->db, now_ms(c), NULL, 0, "telegram.set_webhook", url, NULL);
+    if (e != MEAO_OK)
+        return fail(err_exit(e),
+                    "the webhook is set but its secret could not be stored: %s; "
+                    "run set-webhook again",
+                    meao_strerror(e));
+    fprintf(stderr, "meaoctl: webhook set to %s (new secret token stored as a keyed hash)\n", url);
+    return EX_OK;
+}
+
+static int tg_delete_webhook(struct ctl *c)
+{
+    struct meao_tg_bot *b;
+    char why[256];
+    enum meao_err e;
+    int rc;
+    if ((rc = open_store(c, false)) != EX_OK)
+        return rc;
+    if ((b = ctl_bot(c)) == NULL)
+        return EX_FAIL;
+    e = meao_tg_bot_call(b, "deleteWebhook", NULL, MEAO_TG_RETRY, NULL, NULL, why, sizeof why);
+    meao_tg_bot_free(b);
+    if (e != MEAO_OK)
+        return fail(EX_FAIL, "deleteWebhook failed: %s", why);
+    e = meao_tg_state_set(c->db, "webhook_secret_hash", NULL, now_ms(c));
+    if (e == MEAO_OK)
+        e = meao_tg_state_set(c->db, "webhook_url", NULL, now_ms(c));
+    if (e == MEAO_OK)
+        e = meao_audit(c->db, now_ms(c), NULL, 0, "telegram.delete_webhook", NULL, NULL);
+    if (e != MEAO_OK)
+        return fail(err_exit(e), "cannot clear the stored webhook: %s", meao_strerror(e));
+    fprintf(stderr, "meaoctl: webhook deleted; deliveries are refused from now on\n");
+    return EX_OK;
+}
+
+static int tg_status(struct ctl *c)
+{
+    char url[MEAO_TG_STATE_VALUE_MAX], hash[MEAO_TG_SECRET_HEX + 1];
+    json_t *o, *counts = NULL, *ids = NULL, *info = NULL;
+    enum meao_err e;
+    int rc;
+
+    if ((rc = open_store(c, false)) != EX_OK)
+        return rc;
+    e = meao_tg_inbox_counts(c->db, &counts);
+    if (e == MEAO_OK)
+        e = meao_tg_identities_list(c->db, &ids);
+    if (e != MEAO_OK) {
+        json_decref(counts);
+        return fail(err_exit(e), "cannot read the Telegram tables: %s", meao_strerror(e));
+    }
+    o = json_pack("{s:s, s:b, s:o, s:I}", "policy", c->cfg.telegram_dm_policy, "tokenSet",
+                  c->cfg.telegram_bot_token[0] != '\0', "inbox", counts, "identities",
+                  (json_int_t)json_array_size(ids));
+    if (meao_tg_state_get(c->db, "webhook_url", url, sizeof url) == MEAO_OK)
+        json_object_set_new(o, "webhookUrl", json_string(url));
+    json_object_set_new(o, "secretSet",
+                        json_boolean(meao_tg_state_get(c->db, "webhook_secret_hash", hash,
+                                                       sizeof hash) == MEAO_OK));
+    if (c->cfg.telegram_bot_token[0]) {
+        struct meao_tg_bot *b = ctl_bot(c);
+        char why[256];
+        if (b && meao_tg_bot_call(b, "getWebhookInfo", NULL, MEAO_TG_ONCE, &info, NULL, why,
+                                  sizeof why) == MEAO_OK)
+            json_object_set_new(o, "telegram", info);
+        else
+            json_object_set_new(o, "telegramError", json_string(b ? why : "no client"));
+        meao_tg_bot_free(b);
+    }
+    if (c->json) {
+        print_json(o);
+    } else {
+        const json_t *tg = json_object_get(o, "telegram");
+        printf("policy\t%s\nwebhook\t%s\nsecret\t%s\nidentities\t%zu\n", c->cfg.telegram_dm_policy,
+               meao_json_str(o, "webhookUrl") ? meao_json_str(o, "webhookUrl") : "(none)",
+               json_is_true(json_object_get(o, "secretSet")) ? "set" : "not set",
+               json_array_size(ids));
+        printf("inbox\tnew %lld, working %lld, done %lld, ignored %lld, failed %lld\n",
+               (long long)json_integer_value(json_object_get(counts, "new")),
+               (long long)json_integer_value(json_object_get(counts, "working")),
+               (long long)json_integer_value(json_object_get(counts, "done")),
+               (long long)json_integer_value(json_object_get(counts, "ignored")),
+               (long long)json_integer_value(json_object_get(counts, "failed")));
+        if (tg)
+            printf("telegram\tpending %lld%s%s\n",
+                   (long long)json_integer_value(json_object_get(tg, "pending_update_count")),
+                   meao_json_str(tg, "last_error_message") ? ", last error: " : "",
+                   meao_json_str(tg, "last_error_message") ? meao_json_str(tg, "last_error_message")
+                                                           : "");
+        else if (meao_json_str(o, "telegramError"))
+            printf("telegram\t%s\n", meao_json_str(o, "telegramError"));
+    }
+    json_decref(ids);
+    json_decref(o);
+    return EX_OK;
+}
+
+static int tg_identities(struct ctl *c)
+{
+    json_t *ids = NULL, *v;
+    size_t i;
+    int rc;
+    enum meao_err e;
+    if ((rc = open_store(c, false)) != EX_OK)
+        return rc;
+    e = meao_tg_identities_list(c->db, &ids);
+    if (e != MEAO_OK)
+        return fail(err_exit(e), "cannot list identities: %s", meao_strerror(e));
+    if (c->json) {
+        print_json(ids);
+    } else {
+        printf("TELEGRAM_ID\tSTATUS\tUSER\tROLE\n");
+        json_array_foreach(ids, i, v)
+        {
+            printf("%lld\t%s\t%s\t%s\n",
+                   (long long)json_integer_value(json_object_get(v, "telegramUserId")),
+                   meao_json_str(v, "status"),
+                   meao_json_str(v, "user") ? meao_json_str(v, "user") : "-",
+                   meao_json_str(v, "role") ? meao_json_str(v, "role") : "-");
+        }
+    }
+    json_decref(ids);
+    return EX_OK;
+}
+
+static int cmd_telegram(struct ctl *c, int argc, char **argv)
+{
+    const char *sub;
+    int64_t tg;
+    int rc;
+    enum meao_err e;
+
+    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
+        fputs(telegram_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? EX_USAGE_ : EX_OK;
+    }
+    sub = argv[1];
+    if (strcmp(sub, "set-webhook") == 0) {
+        const char *url = NULL;
+        bool drop = false;
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(argv[i], "--url") == 0 && i + 1 < argc)
+                url = argv[++i];
+            else if (strcmp(argv[i], "--drop-pending") == 0)
+                drop = true;
+            else
+                return fail(EX_USAGE_, "telegram set-webhook: unexpected \"%s\"", argv[i]);
+        }
+        if (url == NULL)
+            return fail(EX_USAGE_, "telegram set-webhook needs --url URL");
+        return tg_set_webhook(c, url, drop);
+    }
+    if (strcmp(sub, "delete-webhook") == 0 && argc == 2)
+        return tg_delete_webhook(c);
+    if (strcmp(sub, "status") == 0 && argc == 2)
+        return tg_status(c);
+    if (strcmp(sub, "list") == 0 && argc == 2)
+        return tg_identities(c);
+    if ((strcmp(sub, "allow") == 0 || strcmp(sub, "unlink") == 0) && argc == 3) {
+        if (!parse_tg_id(argv[2], &tg))
+            return fail(EX_USAGE_, "TELEGRAM_USER_ID must be a positive integer");
+        if ((rc = open_store(c, false)) != EX_OK)
+            return rc;
+        if (strcmp(sub, "allow") == 0) {
+            struct meao_user u;
+            e = meao_tg_allow(c->db, tg, 0, now_ms(c), &u);
+            if (e == MEAO_OK)
+                fprintf(stderr, "meaoctl: Telegram user %lld may talk to the assistant as \"%s\"\n",
+                        (long long)tg, u.name);
+        } else {
+            e = meao_tg_unlink(c->db, tg, now_ms(c));
+            if (e == MEAO_OK)
+                fprintf(stderr, "meaoctl: Telegram user %lld unlinked\n", (long long)tg);
+        }
+        if (e == MEAO_E_NOT_FOUND)
+            return fail(EX_FAIL, "Telegram user %lld is not known", (long long)tg);
+        return e == MEAO_OK ? EX_OK : fail(err_exit(e), "%s failed: %s", sub, meao_strerror(e));
+    }
+    if (strcmp(sub, "link") == 0 && argc == 4) {
+        struct meao_user u;
+        if (!parse_tg_id(argv[2], &tg))
+            return fail(EX_USAGE_, "TELEGRAM_USER_ID must be a positive integer");
+        if ((rc = open_store(c, false)) != EX_OK)
+            return rc;
+        e = meao_user_get_by_name(c->db, argv[3], &u);
+        if (e == MEAO_E_NOT_FOUND)
+            return fail(EX_FAIL, "no user named \"%s\"", argv[3]);
+        if (e == MEAO_OK)
+            e = meao_tg_link(c->db, tg, u.id, 0, now_ms(c));
+        if (e != MEAO_OK)
+            return fail(err_exit(e), "link failed: %s", meao_strerror(e));
+        fprintf(stderr, "meaoctl: Telegram user %lld linked to \"%s\" (%s)\n", (long long)tg,
+                u.name, meao_role_name(u.role));
+        return EX_OK;
+    }
+    if (strcmp(sub, "approve") == 0 && argc == 3) {
+        int64_t owner;
+        if ((rc = open_store(c, true)) != EX_OK || (rc = pick_owner(c, NULL, &owner)))
+            return rc;
+        e = meao_tg_pair_approve(c->db, &c->keys, argv[2], owner, now_ms(c), &tg);
+        if (e == MEAO_E_NOT_FOUND)
+            return fail(EX_FAIL, "no open Telegram pairing with that code");
+        if (e != MEAO_OK)
+            return fail(err_exit(e), "approve failed: %s", meao_strerror(e));
+        fprintf(stderr, "meaoctl: Telegram user %lld approved\n", (long long)tg);
+        return EX_OK;
+    }
+    return fail(EX_USAGE_,
+                "unknown or incomplete telegram subcommand \"%s\"; see meaoctl "
+                "telegram --help",
+                sub);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
@@ -514,7 +835,12 @@ int main(int argc, char **argv)
         rc = cmd_device(&c, argc, argv);
     else if (strcmp(argv[0], "pair") == 0)
         rc = cmd_pair(&c, argc, argv);
-    else
+    else if (strcmp(argv[0], "telegram") == 0) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            return fail(EX_UNAVAIL, "libcurl failed to initialise");
+        rc = cmd_telegram(&c, argc, argv);
+        curl_global_cleanup();
+    } else
         rc = fail(EX_USAGE_, "unknown command \"%s\"; see meaoctl --help", argv[0]);
     meao_db_close(c.db);
     meao_secrets_wipe(&c.keys);

@@ -28,6 +28,10 @@ void meao_req_free(struct meao_req *req)
         memset(req->authorization, 0, strlen(req->authorization));
         free(req->authorization);
     }
+    if (req->telegram_secret) {
+        memset(req->telegram_secret, 0, strlen(req->telegram_secret));
+        free(req->telegram_secret);
+    }
     free(req->x_request_id);
     free(req->nginx_request_id);
     free(req->remote_addr);
@@ -70,6 +74,7 @@ static const struct param_slot slots[] = {
     SLOT("REMOTE_ADDR", remote_addr),
     SLOT("HTTP_X_FORWARDED_FOR", forwarded_for),
     SLOT("HTTP_USER_AGENT", user_agent),
+    SLOT("HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN", telegram_secret),
 };
 
 bool meao_req_set_param(struct meao_req *req, const char *name, size_t name_len, const char *value,

@@ -43,6 +43,7 @@ struct meao_req {
     char *remote_addr;        /* REMOTE_ADDR */
     char *forwarded_for;      /* HTTP_X_FORWARDED_FOR */
     char *user_agent;         /* HTTP_USER_AGENT (logged truncated) */
+    char *telegram_secret;    /* HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN — a secret: never logged */
     long long content_length; /* -1 when absent or empty */
 
     /* Body: set by the adapter with meao_req_set_body(). When the declared

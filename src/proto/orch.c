@@ -285,3 +285,27 @@ enum meao_err meao_orch_error_code_to_err(const char *code)
             return map[i].e;
     return MEAO_E_INTERNAL;
 }
+
+size_t meao_orch_line_size(const json_t *v)
+{
+    char *s = json_dumps(v, JSON_COMPACT);
+    size_t n = s ? strlen(s) : 0;
+    free(s);
+    return n;
+}
+
+void meao_orch_fit_history(json_t *history, size_t budget)
+{
+    size_t n = json_array_size(history), keep = 0, used = 0;
+    while (keep < n) {
+        const json_t *h = json_array_get(history, n - 1 - keep);
+        size_t cost = meao_orch_line_size(h) + 1;
+        if (json_string_length(json_object_get(h, "content")) > MEAO_ORCH_MAX_CONTENT ||
+            cost == 1 || used + cost > budget)
+            break;
+        used += cost;
+        keep++;
+    }
+    while (json_array_size(history) > keep)
+        json_array_remove(history, 0);
+}

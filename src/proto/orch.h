@@ -74,4 +74,13 @@ json_t *meao_orch_turn_request(const char *request_id, const char *session_id, c
  * CANCELLED → MEAO_E_CANCELLED, BUSY/SHUTTING_DOWN → MEAO_E_UNAVAILABLE, ...). */
 enum meao_err meao_orch_error_code_to_err(const char *code);
 
+/* Bytes v takes as one compact line (without the newline); 0 on failure. */
+size_t meao_orch_line_size(const json_t *v);
+
+/* Keep the newest entries of history (an array of {"role","content"}, edited
+ * in place) that fit in budget bytes of the turn line and that the
+ * orchestrator accepts (content <= MEAO_ORCH_MAX_CONTENT). The window stays
+ * contiguous: it stops at the first entry that does not fit. */
+void meao_orch_fit_history(json_t *history, size_t budget);
+
 #endif

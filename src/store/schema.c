@@ -123,6 +123,68 @@ const char *const meao_schema[] = {
     "  updated_by INTEGER"
     ") STRICT;"
     "INSERT INTO meta(key, value) VALUES ('settings_version', '0');",
+
+    /* 4: Telegram. telegram_inbox is the durable inbox of webhook updates,
+     * keyed by Telegram's update_id (a redelivery is a primary-key conflict,
+     * acknowledged and dropped). The worker moves a row new → working → done
+     * (or ignored / failed); reply_message_id is the Bot API message that
+     * shows the reply, so a turn re-run after a crash edits the same message.
+     * telegram_identities maps Telegram user ids to meao users (status
+     * 'linked'), or holds a stranger's pending pairing code (status
+     * 'pending', code_hash keyed like every pairing code). telegram_chats
+     * names each chat's current session. telegram_approvals remembers which
+     * prompt message shows which orchestrator approval, so a button press
+     * finds its approval and the prompt can be edited with the outcome.
+     * telegram_state keeps the webhook's secret (a keyed hash only) and URL. */
+    "CREATE TABLE telegram_inbox ("
+    "  update_id INTEGER PRIMARY KEY,"
+    "  kind TEXT NOT NULL,"
+    "  chat_id INTEGER,"
+    "  from_id INTEGER,"
+    "  body TEXT NOT NULL,"
+    "  status TEXT NOT NULL CHECK (status IN ('new', 'working', 'done', 'ignored', 'failed')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  not_before_ms INTEGER NOT NULL DEFAULT 0,"
+    "  reply_message_id INTEGER,"
+    "  lease_token TEXT,"
+    "  session TEXT,"
+    "  outcome TEXT,"
+    "  received_ms INTEGER NOT NULL,"
+    "  done_ms INTEGER"
+    ") STRICT;"
+    "CREATE INDEX telegram_inbox_open ON telegram_inbox(status, update_id)"
+    "  WHERE status IN ('new', 'working');"
+    "CREATE TABLE telegram_identities ("
+    "  telegram_user_id INTEGER PRIMARY KEY,"
+    "  user_id INTEGER REFERENCES users(id) ON DELETE CASCADE,"
+    "  status TEXT NOT NULL CHECK (status IN ('linked', 'pending')),"
+    "  code_hash BLOB UNIQUE,"
+    "  code_expires_ms INTEGER,"
+    "  display_name TEXT,"
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE TABLE telegram_chats ("
+    "  chat_id INTEGER PRIMARY KEY,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  session_public_id TEXT,"
+    "  updated_ms INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE TABLE telegram_approvals ("
+    "  approval_id TEXT PRIMARY KEY,"
+    "  chat_id INTEGER NOT NULL,"
+    "  message_id INTEGER NOT NULL,"
+    "  user_id INTEGER NOT NULL,"
+    "  tool_name TEXT NOT NULL,"
+    "  details TEXT NOT NULL,"
+    "  status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'timeout')),"
+    "  created_ms INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE TABLE telegram_state ("
+    "  key TEXT PRIMARY KEY,"
+    "  value TEXT NOT NULL,"
+    "  updated_ms INTEGER NOT NULL"
+    ") STRICT;",
 };
 
 const size_t meao_schema_count = sizeof meao_schema / sizeof meao_schema[0];

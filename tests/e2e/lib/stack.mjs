@@ -416,6 +416,8 @@ export class Stack {
     // the whole stack, as deploy/run-local runs it; {orchestrator: false} leaves it out
     if (this.opts.orchestrator !== false) await this.startOrchestrator();
     if (this.opts.ws) await this.startWebsocketd();
+    // {telegram: true} also starts the Telegram worker (telegram*.test.mjs)
+    if (this.opts.telegram) await this.startTelegram();
     await this.startNginx();
     await waitFor(
       async () => {
@@ -755,4 +757,77 @@ Stack.prototype.startOrchestrator = async function startOrchestrator() {
     if (san) throw new Error(`sanitizer report in meao-orchestrator's log:\n${olog.slice(san.index, san.index + 4000)}`);
   };
   return handle;
+};
+
+// --- the Telegram worker, for suites that need it (telegram*.test.mjs) -------
+//
+// startTelegram() starts build/meao-telegram on the stack's config file (the
+// worker shares the configuration keys: telegram_bot_token,
+// telegram_api_base, ...). Returns a handle { pid, child, stop(), kill() };
+// stopTelegram() ends it gracefully. The stack's stop() ends it too and fails
+// when a sanitizer reported in its log.
+
+export const telegramBin = path.join(buildDir, 'meao-telegram');
+
+Stack.prototype.startTelegram = async function startTelegram() {
+  if (this.telegramHandle && this.telegramHandle.child && !this.telegramHandle.child.exitInfo) {
+    return this.telegramHandle;
+  }
+  if (!fs.existsSync(telegramBin)) throw new Error(`${telegramBin} not found: build it first`);
+  const log = path.join(this.dir, 'telegram.log');
+  this.telegramLog = log;
+  let from = 0; // a restart appends to the log: look only at what this run writes
+  try {
+    from = fs.statSync(log).size;
+  } catch {
+    /* first start */
+  }
+  const child = this.spawnLogged(telegramBin, ['-c', this.configFile], log, { env: this.opts.env || {} });
+  await waitFor(
+    () => {
+      if (child.exitInfo) throw fatal(`meao-telegram exited early (${JSON.stringify(child.exitInfo)}):\n${tail(log)}`);
+      return /"event":"start"/.test(fs.readFileSync(log, 'utf8').slice(from));
+    },
+    { timeoutMs: 10000, what: 'meao-telegram to start' },
+  );
+  const stack = this;
+  const handle = {
+    pid: child.pid,
+    child,
+    async stop() {
+      await stack.endProcess(child, 20000);
+    },
+    async kill() {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      await child.exited;
+    },
+  };
+  this.telegramHandle = handle;
+  if (!this.telegramStopHooked) {
+    this.telegramStopHooked = true;
+    const stop = this.stop.bind(this);
+    this.stop = async function stopWithTelegram() {
+      const h = stack.telegramHandle;
+      if (h && h.child && !h.child.exitInfo) await stack.endProcess(h.child, 20000);
+      let tlog = '';
+      try {
+        tlog = fs.readFileSync(log, 'utf8');
+      } catch {
+        /* never started */
+      }
+      if (process.env.MEAO_E2E_DEBUG) process.stderr.write(`--- ${log}\n${tlog}\n`);
+      const san = SANITIZER_RE.exec(tlog);
+      await stop();
+      if (san) throw new Error(`sanitizer report in meao-telegram's log:\n${tlog.slice(san.index, san.index + 4000)}`);
+    };
+  }
+  return handle;
+};
+
+Stack.prototype.stopTelegram = async function stopTelegram() {
+  if (this.telegramHandle) await this.telegramHandle.stop();
 };
