@@ -22,6 +22,7 @@
 #include "core/config.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "ctl/ctl.h"
 #include "http/app.h"
 #include "store/pairing.h"
 
@@ -52,6 +53,8 @@ static const char usage_text[] =
     "                                    owner-initiated pairing: print a code for a new device\n"
     "  pair approve|deny CODE [--owner NAME]\n"
     "                                    decide a device-initiated pairing request\n"
+    "  backup PATH                       consistent online copy of the database (0600)\n"
+    "  restore PATH                      replace the database with a backup (gateway stopped)\n"
     "\n"
     "Configuration comes from -c FILE (default /etc/meao/meao.conf when it exists) and\n"
     "MEAO_* environment variables. Run `meaoctl COMMAND --help` for details.\n"
@@ -514,6 +517,10 @@ int main(int argc, char **argv)
         rc = cmd_device(&c, argc, argv);
     else if (strcmp(argv[0], "pair") == 0)
         rc = cmd_pair(&c, argc, argv);
+    else if (strcmp(argv[0], "backup") == 0)
+        rc = meaoctl_backup(&c.cfg, argc, argv);
+    else if (strcmp(argv[0], "restore") == 0)
+        rc = meaoctl_restore(&c.cfg, argc, argv);
     else
         rc = fail(EX_USAGE_, "unknown command \"%s\"; see meaoctl --help", argv[0]);
     meao_db_close(c.db);
