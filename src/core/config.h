@@ -29,6 +29,8 @@ struct meao_config {
     int64_t max_json_depth;
     bool trust_forwarded_for;
     bool debug_routes; /* test-only endpoints under /__debug/ */
+    /* addresses that may read GET /metrics without a token (core/netmatch.h) */
+    char *metrics_allow;
     /* rate limits (API.md "Rate limiting") */
     bool ratelimit_enabled;
     char *ratelimit_shm;
