@@ -38,6 +38,7 @@ static const struct key keys[] = {
     {"trust_forwarded_for", K_BOOL, OFF(trust_forwarded_for), "false", 0, 1, NULL},
     {"debug_routes", K_BOOL, OFF(debug_routes), "false", 0, 1, NULL},
     {"metrics_allow", K_NETS, OFF(metrics_allow), "127.0.0.1 ::1", 0, 1024, NULL},
+    {"audit_retention_days", K_INT, OFF(audit_retention_days), "365", 0, 36500, NULL},
     {"ratelimit_enabled", K_BOOL, OFF(ratelimit_enabled), "true", 0, 1, NULL},
     {"ratelimit_shm", K_STR, OFF(ratelimit_shm), "/run/meao/ratelimit.shm", 1, 4096, NULL},
     {"rate_rest_per_min", K_INT, OFF(rate_rest_per_min), "60", 1, 1000000, NULL},

@@ -1,7 +1,6 @@
 /* meaoctl backup / restore: thin wrappers over store/backup.h. */
 #include <errno.h>
 #include <libgen.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -11,18 +10,6 @@
 #include "ctl/ctl.h"
 #include "store/backup.h"
 #include "store/db.h"
-
-static int say_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int say_fail(int code, const char *fmt, ...)
-{
-    va_list ap;
-    fputs("meaoctl: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return code;
-}
 
 static int exit_for(enum meao_err e)
 {
@@ -44,11 +31,11 @@ int meaoctl_backup(const struct meao_config *cfg, int argc, char **argv)
         return CTL_EX_OK;
     }
     if (argc != 2 || argv[1][0] == '\0')
-        return say_fail(CTL_EX_USAGE, "backup needs one PATH");
+        return meaoctl_fail(CTL_EX_USAGE, "backup needs one PATH");
     e = meao_db_backup(cfg->db_path, argv[1], (int)cfg->db_busy_timeout_ms, &pages, err,
                        sizeof err);
     if (e != MEAO_OK)
-        return say_fail(exit_for(e), "backup failed: %s", err);
+        return meaoctl_fail(exit_for(e), "backup failed: %s", err);
     fprintf(stderr, "meaoctl: backup of %s written to %s (%d pages, integrity ok)\n", cfg->db_path,
             argv[1], pages);
     return CTL_EX_OK;
@@ -93,17 +80,17 @@ int meaoctl_restore(const struct meao_config *cfg, int argc, char **argv)
         return CTL_EX_OK;
     }
     if (argc != 2 || argv[1][0] == '\0')
-        return say_fail(CTL_EX_USAGE, "restore needs one PATH");
+        return meaoctl_fail(CTL_EX_USAGE, "restore needs one PATH");
     if (meao_db_verify(argv[1], &version, err, sizeof err) != MEAO_OK)
-        return say_fail(CTL_EX_FAIL, "%s is not a usable backup: %s", argv[1], err);
+        return meaoctl_fail(CTL_EX_FAIL, "%s is not a usable backup: %s", argv[1], err);
     e = meao_db_in_use(cfg->db_path, &holder, err, sizeof err);
     if (e == MEAO_E_CONFLICT)
-        return say_fail(CTL_EX_FAIL,
-                        "%s is in use (pid %ld): stop meao-fcgi, meao-websocketd and the other "
-                        "meao units first",
-                        cfg->db_path, (long)holder);
+        return meaoctl_fail(CTL_EX_FAIL,
+                            "%s is in use (pid %ld): stop meao-fcgi, meao-websocketd and the other "
+                            "meao units first",
+                            cfg->db_path, (long)holder);
     if (e != MEAO_OK)
-        return say_fail(CTL_EX_UNAVAIL, "%s", err);
+        return meaoctl_fail(CTL_EX_UNAVAIL, "%s", err);
     if (access(cfg->db_path, F_OK) == 0) {
         gmtime_r(&now, &tm);
         strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
@@ -111,12 +98,12 @@ int meaoctl_restore(const struct meao_config *cfg, int argc, char **argv)
         e = meao_db_backup(cfg->db_path, saved, (int)cfg->db_busy_timeout_ms, NULL, err,
                            sizeof err);
         if (e != MEAO_OK)
-            return say_fail(exit_for(e), "cannot keep the current database: %s", err);
+            return meaoctl_fail(exit_for(e), "cannot keep the current database: %s", err);
         fprintf(stderr, "meaoctl: kept the current database as %s\n", saved);
     }
     e = meao_db_restore(argv[1], cfg->db_path, (int)cfg->db_busy_timeout_ms, err, sizeof err);
     if (e != MEAO_OK)
-        return say_fail(exit_for(e), "restore failed: %s", err);
+        return meaoctl_fail(exit_for(e), "restore failed: %s", err);
     give_to_dir_owner(cfg->db_path);
     fprintf(stderr,
             "meaoctl: restored %s into %s (backup schema %d, now %d; integrity ok); start the "

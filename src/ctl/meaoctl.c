@@ -55,6 +55,11 @@ static const char usage_text[] =
     "                                    decide a device-initiated pairing request\n"
     "  backup PATH                       consistent online copy of the database (0600)\n"
     "  restore PATH                      replace the database with a backup (gateway stopped)\n"
+    "  audit export --since TIME [--until TIME] [--format jsonl] [--output PATH]\n"
+    "                                    the audit trail as JSON lines\n"
+    "  audit prune [--days N]            delete audit rows older than audit_retention_days\n"
+    "  doctor [--nginx-conf FILE | --no-nginx]\n"
+    "                                    check the installation and print what to fix\n"
     "\n"
     "Configuration comes from -c FILE (default /etc/meao/meao.conf when it exists) and\n"
     "MEAO_* environment variables. Run `meaoctl COMMAND --help` for details.\n"
@@ -521,6 +526,10 @@ int main(int argc, char **argv)
         rc = meaoctl_backup(&c.cfg, argc, argv);
     else if (strcmp(argv[0], "restore") == 0)
         rc = meaoctl_restore(&c.cfg, argc, argv);
+    else if (strcmp(argv[0], "audit") == 0)
+        rc = meaoctl_audit(&c.cfg, argc, argv);
+    else if (strcmp(argv[0], "doctor") == 0)
+        rc = meaoctl_doctor(&c.cfg, config, argc, argv);
     else
         rc = fail(EX_USAGE_, "unknown command \"%s\"; see meaoctl --help", argv[0]);
     meao_db_close(c.db);

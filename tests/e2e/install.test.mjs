@@ -317,6 +317,32 @@ test('install, run the units as written, serve through a stock nginx server {}',
     c.close();
   });
 
+  await t.test('meaoctl doctor: all ok, then names what is wrong and how to fix it', () => {
+    const ctl = path.join(root, 'usr/local/bin/meaoctl');
+    const conf = path.join(root, 'etc/meao/meao.conf');
+    const doctor = (...extra) =>
+      spawnSync(ctl, ['-c', conf, 'doctor', '--nginx-conf', ng.file, ...extra], { encoding: 'utf8', timeout: 20000 });
+    const good = doctor();
+    assert.equal(good.status, 0, good.stdout + good.stderr);
+    assert.match(good.stdout, /^0 failed, 0 warning\(s\)$/m);
+    assert.match(good.stdout, /^ok {4}nginx includes meao-upstream.conf and meao.conf$/m);
+    assert.match(good.stdout, /^ok {4}orchestrator answers a ping$/m);
+    const secret = path.join(root, 'var/lib/meao/secret.key');
+    fs.chmodSync(secret, 0o644);
+    try {
+      const bad = doctor();
+      assert.equal(bad.status, 1);
+      assert.match(bad.stdout, new RegExp(`^FAIL  secret file ${secret} — mode 0644 is too open: chmod 0600 ${secret}$`, 'm'));
+    } finally {
+      fs.chmodSync(secret, 0o600);
+    }
+    const bare = path.join(root, 'nginx-test', 'bare.conf');
+    fs.writeFileSync(bare, `pid ${root}/nginx-test/bare.pid;\nevents {}\nhttp { server { listen 127.0.0.1:1; } }\n`);
+    const noSnippet = spawnSync(ctl, ['-c', conf, 'doctor', '--nginx-conf', bare], { encoding: 'utf8' });
+    assert.equal(noSnippet.status, 1);
+    assert.match(noSnippet.stdout, /^FAIL  nginx snippet meao-upstream.conf — not included: add `include/m);
+  });
+
   await t.test('reload (ExecReload) swaps workers while requests are in flight', async () => {
     const fcgi = procs.get('meao-fcgi.service');
     const before = childPids(fcgi.pid).filter(pidAlive);
@@ -347,6 +373,17 @@ test('install, run the units as written, serve through a stock nginx server {}',
   });
 
   await stopAll();
+
+  await t.test('meaoctl doctor with the services stopped', () => {
+    const r = spawnSync(
+      path.join(root, 'usr/local/bin/meaoctl'),
+      ['-c', path.join(root, 'etc/meao/meao.conf'), 'doctor', '--no-nginx'],
+      { encoding: 'utf8' },
+    );
+    assert.equal(r.status, 1);
+    assert.match(r.stdout, /^FAIL  responder socket .* — no socket: is meao-fcgi running\? \(systemctl start meao-fcgi/m);
+    assert.match(r.stdout, /^FAIL  orchestrator ping — no answer: systemctl restart meao-orchestrator$/m);
+  });
 
   await t.test('a second run is idempotent', () => {
     const conf = path.join(root, 'etc/meao/meao.conf');
