@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { parse, value } from './lib/promtext.mjs';
-import { startStack } from './lib/stack.mjs';
+import { startStack, waitFor } from './lib/stack.mjs';
 import { WsClient } from './lib/wsclient.mjs';
 
 let stack;
@@ -19,7 +19,7 @@ let user;
 before(async () => {
   stack = await startStack({
     ws: true,
-    config: { trust_forwarded_for: 'true', rate_rest_per_min: '5', fcgi_workers: '2' },
+    config: { trust_forwarded_for: 'true', rate_rest_per_min: '20', fcgi_workers: '2', rate_rest_per_hour: '1000' },
   });
   owner = stack.addUser('owner', 'owner');
   user = stack.addUser('alice', 'user');
@@ -75,12 +75,12 @@ test('rate-limit rejections, open WebSockets, turns in flight', async () => {
   const m0 = await scrape();
   const rejected0 = value(m0, 'meao_rate_limited_total', { class: 'rest' });
   let denied = 0;
-  for (let i = 0; i < 8; i++) {
+  for (let i = 0; i < 25; i++) {
     const r = await fetch(stack.url('/api/v1/auth/me'), { headers: { Authorization: `Bearer ${user.token}` } });
     await r.arrayBuffer();
     if (r.status === 429) denied++;
   }
-  assert.ok(denied >= 3, `${denied} requests denied`);
+  assert.ok(denied >= 5, `${denied} requests denied`);
   const ws = await WsClient.open(stack.wsUrl(), { token: owner.token });
   ws.send({ type: 'ping' });
   await ws.next((f) => f.type === 'pong');
@@ -96,6 +96,50 @@ test('rate-limit rejections, open WebSockets, turns in flight', async () => {
   await ws.closed;
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(value(await scrape(), 'meao_websockets_open'), 0);
+});
+
+test('a turn waiting for approval is in flight; a dead orchestrator counts as an error', async () => {
+  const auth = { Authorization: `Bearer ${owner.token}`, 'Content-Type': 'application/json' };
+  const s = await fetch(stack.url('/api/v1/sessions'), { method: 'POST', headers: auth, body: '{"channel":"rest"}' });
+  const sid = (await s.json()).data.id;
+  // the echo provider's script asks for write_file, whose policy is `ask`: the turn blocks
+  const turn = fetch(stack.url(`/api/v1/sessions/${sid}/messages`), {
+    method: 'POST',
+    headers: auth,
+    body: JSON.stringify({ content: '/tool write_file {"path":"x.txt","content":"hi"}' }),
+  }).then((r) => r.json());
+  const approval = await waitFor(
+    async () => {
+      const r = await fetch(stack.url('/api/v1/approvals'), { headers: auth });
+      const list = (await r.json()).data.approvals.filter((a) => a.sessionId === sid);
+      return list[0];
+    },
+    { timeoutMs: 5000, what: 'the approval' },
+  );
+  assert.equal(value(await scrape(), 'meao_turns_in_flight'), 1);
+  const answer = await fetch(stack.url(`/api/v1/approvals/${approval.approvalId || approval.id}`), {
+    method: 'POST',
+    headers: auth,
+    body: '{"approved":false}',
+  });
+  await answer.arrayBuffer();
+  assert.equal(answer.status, 200);
+  await turn;
+  const m1 = await scrape();
+  assert.equal(value(m1, 'meao_turns_in_flight'), 0);
+  const errors0 = value(m1, 'meao_orchestrator_errors_total', { kind: 'unavailable' });
+
+  await stack.orchestratorHandle.stop();
+  const failed = await fetch(stack.url(`/api/v1/sessions/${sid}/messages`), {
+    method: 'POST',
+    headers: auth,
+    body: '{"content":"anyone there?"}',
+  });
+  await failed.arrayBuffer();
+  assert.equal(failed.status, 503);
+  const m2 = await scrape();
+  assert.equal(value(m2, 'meao_orchestrator_errors_total', { kind: 'unavailable' }), errors0 + 1);
+  assert.equal(value(m2, 'meao_turns_in_flight'), 0);
 });
 
 test('refused to a client outside metrics_allow, unless it is an owner', async () => {
