@@ -405,4 +405,25 @@ test('install, run the units as written, serve through a stock nginx server {}',
     assert.ok(!fs.existsSync(path.join(root, 'etc/meao')));
     assert.ok(!fs.existsSync(path.join(root, 'var/lib/meao')));
   });
+
+  await t.test('--staged: a tree staged with DESTDIR installs without touching existing directories', () => {
+    const stage = fs.mkdtempSync(path.join(os.tmpdir(), 'meao-stage-')); // 0700
+    try {
+      const st = spawnSync('cmake', ['--install', buildDir], { env: { ...process.env, DESTDIR: stage }, encoding: 'utf8' });
+      assert.equal(st.status, 0, st.stderr);
+      const modeBefore = fs.statSync(root).mode & 0o7777;
+      const r = spawnSync('bash', [path.join(repoDir, 'deploy/install'), '--root', root, '--staged', stage], {
+        encoding: 'utf8',
+        timeout: 120000,
+      });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout.trim(), /^meao_at_/);
+      assert.equal(fs.statSync(root).mode & 0o7777, modeBefore, 'the root directory keeps its mode');
+      assert.equal(fs.statSync(path.join(root, 'usr/local/bin/meao-fcgi')).uid, 0);
+      runInstall(['--uninstall', '--purge']);
+      assert.ok(!fs.existsSync(path.join(root, 'usr/local/bin/meao-fcgi')));
+    } finally {
+      fs.rmSync(stage, { recursive: true, force: true });
+    }
+  });
 });
