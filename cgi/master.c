@@ -14,9 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/routes.h"
 #include "cgi.h"
 #include "core/daemon.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 #define MAX_WORKERS     256
 #define MAX_RETIRING    (2 * MAX_WORKERS)
@@ -287,6 +289,8 @@ int fcgi_master_run(struct meao_config *cfg, const char *config_path, int inheri
     if (m->lfd < 0 || meao_pid_file_write(cfg->pid_file, &m->wrote_pid) < 0)
         goto out;
 
+    /* GET /metrics: one counter block shared by every worker forked from here */
+    meao_metrics_init(meao_routes_count + 1, meao_now_ms(m->clock));
     m->nslots = worker_count(cfg);
     meao_log(MEAO_LOG_INFO, NULL, "master_start", "listening on %s with %u worker(s)",
              inherited_fd >= 0 ? "an inherited socket" : cfg->fcgi_socket, m->nslots);

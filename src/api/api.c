@@ -5,6 +5,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "orch/client.h"
 
 enum meao_err meao_api_need_db(struct meao_app *app, struct meao_resp *resp, struct meao_db **db)
@@ -90,6 +91,7 @@ enum meao_err meao_api_orch_call(struct meao_app *app, struct meao_resp *resp, c
     if (e == MEAO_OK)
         return MEAO_OK;
     meao_log(MEAO_LOG_WARN, NULL, "orch_call", "orchestrator call failed: %s", meao_strerror(e));
+    meao_metrics_orch_error(e == MEAO_E_TIMEOUT ? e : MEAO_E_UNAVAILABLE);
     if (e == MEAO_E_TIMEOUT)
         return meao_fail(resp, e, "Orchestrator did not answer in time");
     return meao_fail(resp, MEAO_E_UNAVAILABLE, "Orchestrator unavailable");

@@ -13,6 +13,7 @@
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "store/db.h"
 #include "store/identity.h"
 #include "store/workdir.h"
@@ -246,6 +247,7 @@ enum meao_err meao_chat_fail(struct meao_chat *ch, struct meao_resp *resp, enum 
 {
     const char *code = meao_err_info(e)->code;
     enum meao_err se;
+    meao_metrics_orch_error(e);
     if (ch->leased) {
         se = meao_turn_fail(ch->db, ch->s.id, ch->lease, &ch->user_msg, code, ch->request_id,
                             ch->user_id, meao_now_ms(ch->app->clock));

@@ -66,6 +66,8 @@ const struct meao_route meao_routes[] = {
     {"GET", "/health", meao_api_health, MEAO_AUTH_NONE, MEAO_RATE_NONE, NULL, 0},
     {"GET", "/ready", meao_api_ready, MEAO_AUTH_NONE, MEAO_RATE_NONE, NULL, 0},
     {"GET", "/health/detailed", meao_api_health_detailed, MEAO_AUTH_OWNER, MEAO_RATE_NONE, NULL, 0},
+    /* metrics: access decided by the handler (metrics_allow, else an owner token) */
+    {"GET", "/metrics", meao_api_metrics, MEAO_AUTH_NONE, MEAO_RATE_NONE, NULL, 0},
     /* identity */
     {"POST", "/api/v1/auth/refresh", meao_api_auth_refresh, MEAO_AUTH_NONE, MEAO_RATE_REST,
      &refresh_schema, JSON},

@@ -13,6 +13,8 @@ enum meao_err meao_api_health(struct meao_app *app, struct meao_req *req, struct
 enum meao_err meao_api_ready(struct meao_app *app, struct meao_req *req, struct meao_resp *resp);
 enum meao_err meao_api_health_detailed(struct meao_app *app, struct meao_req *req,
                                        struct meao_resp *resp);
+/* metrics.c: GET /metrics, Prometheus text; metrics_allow or an owner token */
+enum meao_err meao_api_metrics(struct meao_app *app, struct meao_req *req, struct meao_resp *resp);
 
 /* auth.c */
 enum meao_err meao_api_auth_refresh(struct meao_app *app, struct meao_req *req,

@@ -1100,6 +1100,18 @@ enum meao_err meao_rl_conn_acquire(struct meao_rl *rl, const char *key, int64_t 
     return e;
 }
 
+int64_t meao_rl_conn_count(struct meao_rl *rl)
+{
+    struct map *m = current_map(rl, 0);
+    size_t n = (size_t)m->hdr->nstripes * CONNS_PER_STRIPE;
+    int64_t live = 0;
+    for (size_t i = 0; i < n; i++)
+        if (__atomic_load_n(&m->conns[i].key, __ATOMIC_RELAXED) != 0 &&
+            pid_alive(__atomic_load_n(&m->conns[i].pid, __ATOMIC_RELAXED)))
+            live++;
+    return live;
+}
+
 uint64_t meao_rl_revocations(struct meao_rl *rl)
 {
     struct map *m = current_map(rl, 0);

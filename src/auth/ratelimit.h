@@ -180,6 +180,11 @@ enum meao_err meao_rl_conn_acquire(struct meao_rl *rl, const char *key, int64_t 
 /* Drop (key, pid); a no-op when absent. */
 void meao_rl_conn_release(struct meao_rl *rl, const char *key, pid_t pid);
 
+/* Live entries of the whole connection table (entries whose process is gone
+ * are not counted), for GET /metrics. Takes no lock: a value that may be off
+ * by the connections opening or closing meanwhile. */
+int64_t meao_rl_conn_count(struct meao_rl *rl);
+
 /* A counter of token revocations shared by every process (a reserved word of
  * the table's header): whoever revokes bumps it (meao_db's revocation hook),
  * and a program that keeps a connection open on a token (meao-ws) re-checks

@@ -1,4 +1,5 @@
 #include "core/config.h"
+#include "core/netmatch.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -6,8 +7,9 @@
 #include <string.h>
 
 /* K_ENUM: a string from the '|'-separated list in choices. K_SECRET: a
- * string never printed by meao_config_dump(). */
-enum ktype { K_STR, K_INT, K_OCTAL, K_BOOL, K_LEVEL, K_ENUM, K_SECRET };
+ * string never printed by meao_config_dump(). K_NETS: a list of addresses
+ * and address/prefix entries (core/netmatch.h). */
+enum ktype { K_STR, K_INT, K_OCTAL, K_BOOL, K_LEVEL, K_ENUM, K_SECRET, K_NETS };
 
 struct key {
     const char *name;
@@ -35,6 +37,8 @@ static const struct key keys[] = {
     {"max_json_depth", K_INT, OFF(max_json_depth), "32", 1, 256, NULL},
     {"trust_forwarded_for", K_BOOL, OFF(trust_forwarded_for), "false", 0, 1, NULL},
     {"debug_routes", K_BOOL, OFF(debug_routes), "false", 0, 1, NULL},
+    {"metrics_allow", K_NETS, OFF(metrics_allow), "127.0.0.1 ::1", 0, 1024, NULL},
+    {"audit_retention_days", K_INT, OFF(audit_retention_days), "365", 0, 36500, NULL},
     {"ratelimit_enabled", K_BOOL, OFF(ratelimit_enabled), "true", 0, 1, NULL},
     {"ratelimit_shm", K_STR, OFF(ratelimit_shm), "/run/meao/ratelimit.shm", 1, 4096, NULL},
     {"rate_rest_per_min", K_INT, OFF(rate_rest_per_min), "60", 1, 1000000, NULL},
@@ -127,6 +131,15 @@ static int apply(struct meao_config *cfg, const struct key *k, const char *value
         snprintf(err, errlen, "config: %s: expected one of %s, got \"%.40s\"", k->name, k->choices,
                  value);
         return -1;
+    }
+    case K_NETS: {
+        char why[128];
+        if (strlen(value) > (size_t)k->max || !meao_net_list_valid(value, why, sizeof why)) {
+            snprintf(err, errlen, "config: %s: %s", k->name,
+                     strlen(value) > (size_t)k->max ? "list too long" : why);
+            return -1;
+        }
+        return store_str((char **)field, k->name, value, err, errlen);
     }
     case K_SECRET:
     case K_STR: {
@@ -293,7 +306,8 @@ void meao_config_free(struct meao_config *cfg)
     if (cfg == NULL)
         return;
     for (size_t i = 0; i < NKEYS; i++) {
-        if (keys[i].type == K_STR || keys[i].type == K_ENUM || keys[i].type == K_SECRET) {
+        if (keys[i].type == K_STR || keys[i].type == K_ENUM || keys[i].type == K_SECRET ||
+            keys[i].type == K_NETS) {
             char **f = (char **)((char *)cfg + keys[i].off);
             free(*f);
             *f = NULL;
@@ -307,6 +321,7 @@ void meao_config_dump(const struct meao_config *cfg, FILE *out)
         const char *field = (const char *)cfg + keys[i].off;
         switch (keys[i].type) {
         case K_STR:
+        case K_NETS:
         case K_ENUM: fprintf(out, "%s = %s\n", keys[i].name, *(char *const *)field); break;
         case K_SECRET:
             fprintf(out, "%s = %s\n", keys[i].name,

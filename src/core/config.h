@@ -29,6 +29,10 @@ struct meao_config {
     int64_t max_json_depth;
     bool trust_forwarded_for;
     bool debug_routes; /* test-only endpoints under /__debug/ */
+    /* addresses that may read GET /metrics without a token (core/netmatch.h) */
+    char *metrics_allow;
+    /* meaoctl audit prune deletes audit rows older than this; 0 keeps them */
+    int64_t audit_retention_days;
     /* rate limits (API.md "Rate limiting") */
     bool ratelimit_enabled;
     char *ratelimit_shm;

@@ -22,6 +22,7 @@
 #include "core/config.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "ctl/ctl.h"
 #include "http/app.h"
 #include "store/pairing.h"
 #include "store/telegram.h"
@@ -61,6 +62,13 @@ static const char usage_text[] =
     "  telegram delete-webhook | status  remove the webhook / show webhook, inbox, identities\n"
     "  telegram link TELEGRAM_USER_ID USER | allow TELEGRAM_USER_ID | unlink TELEGRAM_USER_ID\n"
     "  telegram list | approve CODE      Telegram identities; approve a stranger's pairing code\n"
+    "  backup PATH                       consistent online copy of the database (0600)\n"
+    "  restore PATH                      replace the database with a backup (gateway stopped)\n"
+    "  audit export --since TIME [--until TIME] [--format jsonl] [--output PATH]\n"
+    "                                    the audit trail as JSON lines\n"
+    "  audit prune [--days N]            delete audit rows older than audit_retention_days\n"
+    "  doctor [--nginx-conf FILE | --no-nginx]\n"
+    "                                    check the installation and print what to fix\n"
     "\n"
     "Configuration comes from -c FILE (default /etc/meao/meao.conf when it exists) and\n"
     "MEAO_* environment variables. Run `meaoctl COMMAND --help` for details.\n"
@@ -840,7 +848,15 @@ int main(int argc, char **argv)
             return fail(EX_UNAVAIL, "libcurl failed to initialise");
         rc = cmd_telegram(&c, argc, argv);
         curl_global_cleanup();
-    } else
+    } else if (strcmp(argv[0], "backup") == 0)
+        rc = meaoctl_backup(&c.cfg, argc, argv);
+    else if (strcmp(argv[0], "restore") == 0)
+        rc = meaoctl_restore(&c.cfg, argc, argv);
+    else if (strcmp(argv[0], "audit") == 0)
+        rc = meaoctl_audit(&c.cfg, argc, argv);
+    else if (strcmp(argv[0], "doctor") == 0)
+        rc = meaoctl_doctor(&c.cfg, config, argc, argv);
+    else
         rc = fail(EX_USAGE_, "unknown command \"%s\"; see meaoctl --help", argv[0]);
     meao_db_close(c.db);
     meao_secrets_wipe(&c.keys);

@@ -12,6 +12,7 @@
 #include "auth/authn.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "auth/ratelimit.h"
 #include "store/db.h"
 #include "store/identity.h"
@@ -219,6 +220,7 @@ enum meao_err meao_app_rate_limit(struct meao_app *app, struct meao_req *req,
         return meao_fail(resp, MEAO_E_UNAVAILABLE, "Rate limiter unavailable");
     meao_rl_headers(resp, &cls, &r);
     if (!r.allowed) {
+        meao_metrics_rate_limited((int)rc);
         resp->retry_after_s = meao_rl_retry_after_s(&r);
         return meao_fail(resp, MEAO_E_RATE_LIMITED, "Rate limit exceeded; retry in %lld s",
                          (long long)resp->retry_after_s);
@@ -378,6 +380,7 @@ void meao_app_handle(struct meao_app *app, struct meao_req *req, struct meao_res
 {
     enum meao_err e = MEAO_OK;
     const struct meao_route *r;
+    int64_t start_us = meao_metrics_now_us();
 
     req->start_mono_ms = meao_mono_ms(app->clock);
     meao_app_route(req);
@@ -422,5 +425,7 @@ out:
             meao_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"meao\"");
     }
     access_log(app, req, resp);
+    meao_metrics_request(r ? (size_t)(r - meao_routes) : meao_routes_count, resp->status,
+                         meao_metrics_now_us() - start_us);
     meao_log_set_context(NULL);
 }

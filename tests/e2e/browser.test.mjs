@@ -96,6 +96,10 @@ describe('browser client', { skip }, () => {
     assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
     assert.equal(r.headers.get('x-content-type-options'), 'nosniff');
     assert.match(r.headers.get('x-frame-options'), /DENY/);
+    const page = await stack.request('/meao-client/');
+    assert.equal(page.status, 200);
+    assert.equal(page.text, r.text, 'the same page under /meao-client/');
+    assert.match(page.headers.get('content-security-policy'), /default-src 'none'/);
     const js = await stack.request('/meao-client/app.js');
     assert.equal(js.status, 200);
     assert.match(js.headers.get('content-type'), /javascript/);
