@@ -21,7 +21,7 @@
 
 #define WLOCK_MAGIC   0x6d776c6bu /* "mwlk" */
 #define WLOCK_VERSION 2u
-#define HANDOFF_MS    2 /* longest a releaser waits for the waiter it let go first */
+#define HANDOFF_US    250 /* longest a releaser waits for the waiter it let go first */
 #define WLOCK_SIZE    4096u
 #define BOOT_ID_LEN   40
 
@@ -164,14 +164,14 @@ void meao_wlock_close(struct meao_wlock *l)
  * waiter it just woke, which in a VM takes tens of microseconds to run, and
  * that waiter's whole event loop starves (measured p99 50-70 ms). So a
  * releaser that saw waiters lets one of them have the lock first: its next
- * acquire waits until someone else has taken it (or HANDOFF_MS passed, in
+ * acquire waits until someone else has taken it (or HANDOFF_US passed, in
  * case the woken waiter died). */
 static void let_waiter_go_first(struct meao_wlock *l)
 {
     struct shared *s = l->s;
     uint32_t g = __atomic_load_n(&s->gen, __ATOMIC_ACQUIRE);
     if (__atomic_load_n(&s->handoff, __ATOMIC_ACQUIRE) == l->id) {
-        struct timespec ts = {0, HANDOFF_MS * 1000000L};
+        struct timespec ts = {0, HANDOFF_US * 1000L};
         futex(&s->gen, FUTEX_WAIT, g, &ts); /* returns at once if gen moved */
     }
 }
