@@ -99,6 +99,7 @@ try {
       const lat = (q) => /([\d.]+)(us|ms|s|m)$/.exec((new RegExp(`${q}%\\s+(\\S+)`).exec(out.stdout) || [])[1] || '');
       const ms = (m) => (m ? Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60000 }[m[2]] : NaN);
       results[name].push({ rps, p50: ms(lat(50)), p99: ms(lat(99)), non2xx, errs: errs ? errs[1] : '' });
+      if (!Number.isFinite(ms(lat(99)))) log(`round ${r + 1} ${name}: unparsed latency:\n${out.stdout}`);
       if (name in acked) acked[name] += total - non2xx;
       log(`round ${r + 1} ${name}: ${rps} req/s, ${non2xx} non-2xx ${errs ? errs[1] : ''}`);
     }
@@ -120,13 +121,19 @@ try {
   const sessionsRows = q('SELECT count(*) FROM sessions');
   const assistantRows = q("SELECT count(*) FROM messages WHERE role = 'assistant'");
 
-  const med = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const med = (xs) => {
+    const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+    return v.length ? v[Math.floor(v.length / 2)] : NaN;
+  };
   const row = (name, label) => {
     const rs = results[name];
     const rps = med(rs.map((x) => x.rps));
     // the ratio of each round against the static run of the same round, then its median
     const ratios = rs.map((x, i) => x.rps / results.static[i].rps);
-    const range = (xs, d) => `${Math.min(...xs).toFixed(d)}–${Math.max(...xs).toFixed(d)}`;
+    const range = (xs, d) => {
+      const v = xs.filter(Number.isFinite);
+      return v.length ? `${Math.min(...v).toFixed(d)}–${Math.max(...v).toFixed(d)}` : 'n/a';
+    };
     return `| ${label} | ${rps.toFixed(0)} (${range(rs.map((x) => x.rps), 0)}) | ` +
       `${med(ratios).toFixed(3)}× (${range(ratios, 3)}) | ` +
       `${med(rs.map((x) => x.p50)).toFixed(2)} ms | ${med(rs.map((x) => x.p99)).toFixed(2)} ms ` +
