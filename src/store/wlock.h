@@ -8,7 +8,9 @@
  * the lock is long free (measured: p99 105 ms, a tenth of nginx's rate). A
  * waiter on this mutex sleeps on a futex and is woken the moment the holder
  * lets go. SQLite's busy timeout stays the fallback against writers that do
- * not use this lock (meaoctl, the sqlite3 shell).
+ * not use this lock (meaoctl, the sqlite3 shell). The pthread mutex is not
+ * fair, so a handle that released the lock while others waited lets one of
+ * them take it first (waiting at most 250 µs for it) before taking it again.
  *
  * Failure handling: a holder that dies (kill -9) leaves the mutex to the next
  * locker as EOWNERDEAD, which is recovered at once (SQLite has released the
