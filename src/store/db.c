@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "store/schema.h"
@@ -145,6 +146,27 @@ fail:
     return meao_db_err(rc);
 }
 
+/* Switching a new file to WAL is not covered by the busy handler: processes
+ * opening a fresh database at the same moment (a master and meaoctl, or the
+ * migrators of a test) get "database is locked", or a transient I/O error on
+ * the loser's side, at once. Retry: locked for up to the busy timeout, an I/O
+ * error for up to 100 ms (a real one must not stall an opener for long). */
+static int enable_wal(sqlite3 *h, int busy_timeout_ms)
+{
+    for (int waited_ms = 0;; waited_ms += 5) {
+        int rc = exec(h, "PRAGMA journal_mode = WAL");
+        int kind = rc & 0xff;
+        bool retry = false;
+        if (kind == SQLITE_BUSY || kind == SQLITE_LOCKED)
+            retry = waited_ms < busy_timeout_ms;
+        else if (kind == SQLITE_IOERR)
+            retry = waited_ms < 100;
+        if (!retry)
+            return rc;
+        usleep(5000);
+    }
+}
+
 enum meao_err meao_db_open(const char *path, int busy_timeout_ms, unsigned flags,
                            struct meao_db **out, char *err, size_t errlen)
 {
@@ -174,7 +196,7 @@ enum meao_err meao_db_open(const char *path, int busy_timeout_ms, unsigned flags
                 snprintf(err, errlen, "database: %s is not writable", path);
             goto fail;
         }
-        rc = exec(db->h, "PRAGMA journal_mode = WAL");
+        rc = enable_wal(db->h, busy_timeout_ms);
         if (rc != SQLITE_OK) {
             seterr(err, errlen, "enable WAL", db->h);
             goto fail;
