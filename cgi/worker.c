@@ -10,7 +10,16 @@
  *
  * Routes flagged MEAO_ROUTE_SLOW (orchestrator turns) would block the loop,
  * so dispatch() hands them to a small thread pool (pool.c) whose threads have
- * their own struct meao_app; the loop picks the answer up through an eventfd. */
+ * their own struct meao_app; the loop picks the answer up through an eventfd.
+ *
+ * Group commit: the requests of one epoll batch run as one batch of the app
+ * (meao_app_batch_begin): their write transactions join one SQLite
+ * transaction, committed after the batch (or after GROUP_MAX_PARTS writes).
+ * An answer produced while that transaction is open is held in its
+ * connection's output buffer, unsent, and goes out only once the commit
+ * succeeded — an acknowledged write is always a committed one; if the commit
+ * fails, every held answer is replaced by a 503. One commit per batch instead
+ * of one per request is what lets durable inserts keep up with nginx. */
 #define _GNU_SOURCE /* accept4() */
 #include <errno.h>
 #include <signal.h>
@@ -35,6 +44,7 @@
 #define ACCEPT_PAUSE_MS 100
 #define FREE_KEEP       256  /* connection structs kept for reuse */
 #define HOUSEKEEPING_MS 1000 /* periodic work (rate-limit write-behind) */
+#define GROUP_MAX_PARTS 64   /* writes per group commit, at most: bounds the wait */
 
 enum tag_kind { T_LISTEN = 1, T_SIGNAL, T_POOL, T_CONN };
 
@@ -47,7 +57,9 @@ struct conn {
     bool in_pool;    /* the request runs on the pool */
     bool aborted;    /* ABORT_REQUEST arrived while it ran there */
     bool zombie;     /* fd closed while in_pool; released when the job returns */
+    bool held;       /* the answer is in out, waiting for the group commit */
     uint16_t req_id;
+    char held_rid[MEAO_REQUEST_ID_MAX + 1]; /* for an error answer if the commit fails */
     struct meao_fcgi_parser parser;
     struct cgi_body body;
     struct meao_buf out; /* unsent output, from out_off */
@@ -74,6 +86,8 @@ struct worker {
     struct meao_buf wbuf;  /* one response, framed */
     struct meao_buf wbuf2; /* reframing of responses over 64 KiB */
     struct cgi_pool *pool; /* NULL when threads could not be started */
+    struct conn **held;    /* connections with a held answer (may repeat; see settle) */
+    size_t nheld, held_cap;
     uint8_t rbuf[RBUF_SIZE];
 };
 
@@ -119,6 +133,7 @@ static void conn_release(struct worker *w, struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
+    c->held = false; /* a held answer to a peer that is gone is dropped */
     cgi_body_free(&c->body);
     if (c->out.cap > OUT_KEEP_CAP)
         meao_buf_free(&c->out);
@@ -196,6 +211,8 @@ static struct conn *conn_new(struct worker *w, int fd)
 /* Write what is pending. Returns false when the connection was closed. */
 static bool conn_flush(struct worker *w, struct conn *c)
 {
+    if (c->held)
+        return true; /* not before the group commit */
     while (c->out_off < c->out.len) {
         ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
@@ -272,8 +289,11 @@ static bool send_end_only(struct worker *w, struct conn *c)
     return conn_send(w, c, end, sizeof end) && finish_request(w, c);
 }
 
-static bool send_response(struct worker *w, struct conn *c, const struct meao_resp *resp,
-                          const char *request_id)
+/* Frame a CGI response as FastCGI STDOUT + END_REQUEST records; NULL when out
+ * of memory. The result is one of the worker's buffers, valid until the next
+ * call. */
+static struct meao_buf *frame_response(struct worker *w, struct conn *c,
+                                       const struct meao_resp *resp, const char *request_id)
 {
     struct meao_buf *b = &w->wbuf;
     uint8_t tail[24];
@@ -282,26 +302,98 @@ static bool send_response(struct worker *w, struct conn *c, const struct meao_re
     /* serialise behind an 8-byte hole for the STDOUT header: no copy */
     meao_buf_reset(b);
     if (!meao_buf_append(b, "\0\0\0\0\0\0\0\0", 8) || !meao_resp_serialize_cgi(resp, request_id, b))
-        goto nomem;
+        return NULL;
     clen = b->len - MEAO_FCGI_HEADER_LEN;
     if (clen <= MEAO_FCGI_MAX_CONTENT) {
         meao_fcgi_header_encode((uint8_t *)b->p, MEAO_FCGI_STDOUT, c->req_id, (uint16_t)clen, 0);
         meao_fcgi_header_encode(tail, MEAO_FCGI_STDOUT, c->req_id, 0, 0);
         meao_fcgi_end_request_record(tail + 8, c->req_id, 0, MEAO_FCGI_REQUEST_COMPLETE);
         if (!meao_buf_append(b, tail, sizeof tail))
+            return NULL;
+        return b;
+    }
+    meao_buf_reset(&w->wbuf2);
+    if (!meao_fcgi_encode_response(&w->wbuf2, c->req_id, b->p + MEAO_FCGI_HEADER_LEN, clen, 0,
+                                   false))
+        return NULL;
+    return &w->wbuf2;
+}
+
+/* Put c on the list of held answers. */
+static bool hold(struct worker *w, struct conn *c, const char *request_id)
+{
+    if (w->nheld == w->held_cap) {
+        size_t cap = w->held_cap ? w->held_cap * 2 : 64;
+        struct conn **n = realloc(w->held, cap * sizeof *n);
+        if (n == NULL)
+            return false;
+        w->held = n;
+        w->held_cap = cap;
+    }
+    w->held[w->nheld++] = c;
+    c->held = true;
+    snprintf(c->held_rid, sizeof c->held_rid, "%s", request_id);
+    return true;
+}
+
+/* Answer a request. held: the answer depends on the open group commit, so
+ * it is queued in the connection but not sent before settle(). */
+static bool send_response(struct worker *w, struct conn *c, const struct meao_resp *resp,
+                          const char *request_id, bool held)
+{
+    struct meao_buf *b = frame_response(w, c, resp, request_id);
+    if (b == NULL)
+        goto nomem;
+    if (held) {
+        if (!hold(w, c, request_id) || !meao_buf_append(&c->out, b->p, b->len)) {
+            c->held = false;
             goto nomem;
-    } else {
-        meao_buf_reset(&w->wbuf2);
-        if (!meao_fcgi_encode_response(&w->wbuf2, c->req_id, b->p + MEAO_FCGI_HEADER_LEN, clen, 0,
-                                       false))
-            goto nomem;
-        b = &w->wbuf2;
+        }
+        return finish_request(w, c);
     }
     return conn_send(w, c, b->p, b->len) && finish_request(w, c);
 nomem:
     meao_log(MEAO_LOG_ERROR, request_id, __func__, "out of memory framing the response");
     conn_close(w, c);
     return false;
+}
+
+/* Commit the open group and release the answers that waited for it: as they
+ * are when the commit succeeded, else replaced by a 503. */
+static void settle(struct worker *w)
+{
+    enum meao_err e = meao_app_batch_end(&w->app);
+    struct meao_req tmp;
+    size_t n = w->nheld;
+
+    if (e != MEAO_OK && n > 0)
+        meao_log(MEAO_LOG_ERROR, NULL, "group_commit",
+                 "commit failed (%s): %zu answer(s) replaced by 503", meao_strerror(e), n);
+    w->nheld = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct conn *c = w->held[i];
+        /* a connection closed meanwhile (and maybe reused) has held = false */
+        if (!c->held)
+            continue;
+        c->held = false;
+        if (e != MEAO_OK) {
+            struct meao_buf *b;
+            meao_req_init(&tmp);
+            snprintf(tmp.request_id, sizeof tmp.request_id, "%s", c->held_rid);
+            meao_resp_reset(&w->resp);
+            meao_resp_error(&w->resp, &tmp, MEAO_E_DB, "Database unavailable", NULL, 0,
+                            meao_now_ms(w->clock));
+            b = frame_response(w, c, &w->resp, c->held_rid);
+            meao_req_free(&tmp);
+            meao_buf_reset(&c->out);
+            c->out_off = 0;
+            if (b == NULL || !meao_buf_append(&c->out, b->p, b->len)) {
+                conn_close(w, c);
+                continue;
+            }
+        }
+        conn_flush(w, c);
+    }
 }
 
 /* Build the request from the PARAMS block and the collected body, then run it
@@ -311,7 +403,7 @@ static bool dispatch(struct worker *w, struct conn *c)
     size_t blen;
     const uint8_t *blk = meao_fcgi_params_block(&c->parser, &blen);
     struct meao_req *req = &w->req;
-    bool ok;
+    bool ok, slow;
 
     meao_req_init(req);
     if (!cgi_req_from_fcgi_params(req, blk, blen)) {
@@ -322,7 +414,8 @@ static bool dispatch(struct worker *w, struct conn *c)
     }
     cgi_body_finish(&c->body, req);
 
-    if (w->pool != NULL && meao_app_route_is_slow(req)) {
+    slow = meao_app_route_is_slow(req);
+    if (w->pool != NULL && slow) {
         switch (cgi_pool_submit(w->pool, c, req)) {
         case CGI_POOL_QUEUED:
             c->in_pool = true; /* req now belongs to the job */
@@ -333,16 +426,22 @@ static bool dispatch(struct worker *w, struct conn *c)
             meao_resp_error(&w->resp, req, MEAO_E_UNAVAILABLE, "Too many slow requests running",
                             NULL, 1, meao_now_ms(w->clock));
             meao_log(MEAO_LOG_WARN, req->request_id, __func__, "slow-request pool is full");
-            ok = send_response(w, c, &w->resp, req->request_id);
+            ok = send_response(w, c, &w->resp, req->request_id, false);
             meao_req_free(req);
             return ok;
         case CGI_POOL_ERROR: break; /* run it here after all */
         }
     }
+    /* a turn run here (no pool) must not keep the batch's write lock for
+     * its whole length: commit the batch first and run it outside one */
+    if (slow)
+        settle(w);
     meao_resp_reset(&w->resp);
     meao_app_handle(&w->app, req, &w->resp);
-    ok = send_response(w, c, &w->resp, req->request_id);
+    ok = send_response(w, c, &w->resp, req->request_id, meao_app_batch_pending(&w->app));
     meao_req_free(req);
+    if (slow)
+        meao_app_batch_begin(&w->app);
     return ok;
 }
 
@@ -492,7 +591,7 @@ static void on_pool_done(void *ctx, void *conn, struct meao_req *req, struct mea
     if (c->aborted)
         send_end_only(w, c);
     else
-        send_response(w, c, resp, req->request_id);
+        send_response(w, c, resp, req->request_id, false);
     /* the connection may have more input waiting (level-triggered epoll) */
 }
 
@@ -570,6 +669,7 @@ static void teardown(struct worker *w)
     meao_resp_free(&w->resp);
     meao_buf_free(&w->wbuf);
     meao_buf_free(&w->wbuf2);
+    free(w->held);
     meao_app_fini(&w->app);
 }
 
@@ -620,6 +720,7 @@ int fcgi_worker_run(const struct meao_config *cfg, int listen_fd, unsigned worke
             clean = false;
             break;
         }
+        meao_app_batch_begin(&w->app);
         for (int i = 0; i < n; i++) {
             enum tag_kind *tag = evs[i].data.ptr;
             if (*tag == T_LISTEN) {
@@ -639,8 +740,13 @@ int fcgi_worker_run(const struct meao_config *cfg, int listen_fd, unsigned worke
                     continue;
                 if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
                     on_readable(w, c);
+                if (meao_app_batch_joined(&w->app) >= GROUP_MAX_PARTS) {
+                    settle(w);
+                    meao_app_batch_begin(&w->app);
+                }
             }
         }
+        settle(w); /* before trim_free_list: held[] may point at released structs */
         trim_free_list(w);
     }
     if (!clean) {

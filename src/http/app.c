@@ -249,20 +249,56 @@ struct meao_db *meao_app_db(struct meao_app *app)
     now = meao_mono_ms(app->clock);
     if (app->db_retry_mono_ms && now < app->db_retry_mono_ms)
         return NULL;
-    if (meao_db_open(app->cfg->db_path, (int)app->cfg->db_busy_timeout_ms, 0, &app->db, err,
-                     sizeof err) != MEAO_OK) {
+    if (meao_db_open(app->cfg->db_path, (int)app->cfg->db_busy_timeout_ms, MEAO_DB_WRITER_LOCK,
+                     &app->db, err, sizeof err) != MEAO_OK) {
         meao_log(MEAO_LOG_ERROR, NULL, "db_open", "%s", err);
         app->db_retry_mono_ms = now + DB_RETRY_MS;
         return NULL;
     }
     app->db_retry_mono_ms = 0;
+    if (app->batch)
+        meao_db_group_begin(app->db);
     return app->db;
 }
 
 void meao_app_db_reset(struct meao_app *app)
 {
+    if (app->batch && app->db && meao_db_group_pending(app->db))
+        app->batch_lost = true; /* closing rolls the batch's writes back */
     meao_db_close(app->db);
     app->db = NULL;
+}
+
+void meao_app_batch_begin(struct meao_app *app)
+{
+    app->batch = true;
+    app->batch_lost = false;
+    if (app->db)
+        meao_db_group_begin(app->db);
+}
+
+bool meao_app_batch_pending(const struct meao_app *app)
+{
+    return app->batch && (app->batch_lost || (app->db && meao_db_group_pending(app->db)));
+}
+
+unsigned meao_app_batch_joined(const struct meao_app *app)
+{
+    return app->batch && app->db ? meao_db_group_joined(app->db) : 0;
+}
+
+enum meao_err meao_app_batch_end(struct meao_app *app)
+{
+    enum meao_err e = MEAO_OK;
+    if (!app->batch)
+        return MEAO_OK;
+    if (app->db)
+        e = meao_db_group_commit(app->db);
+    if (e == MEAO_OK && app->batch_lost)
+        e = MEAO_E_DB;
+    app->batch = false;
+    app->batch_lost = false;
+    return e;
 }
 
 /* Copy the path part of REQUEST_URI (no query) into req->path. */

@@ -25,6 +25,8 @@ struct meao_app {
     bool log_level_overridden;          /* live_cfg set the process's log level */
     const struct meao_clock *clock;     /* borrowed */
     struct meao_db *db;                 /* NULL until opened; reopened lazily */
+    bool batch;                         /* between batch_begin and batch_end */
+    bool batch_lost;                    /* the db was dropped mid-batch */
     int64_t db_retry_mono_ms;           /* next time a failed open may be retried */
     int64_t started_ms;                 /* wall clock at start, for uptime */
     struct meao_secrets secrets;        /* derived keys, loaded lazily */
@@ -92,6 +94,20 @@ const char *meao_app_client_ip(const struct meao_app *app, const struct meao_req
 
 /* Drop the connection (after an I/O error) so the next use reopens it. */
 void meao_app_db_reset(struct meao_app *app);
+
+/* Group commit for an adapter that runs many requests in a row on one thread
+ * (the epoll worker). Between batch_begin and batch_end the requests' write
+ * transactions join one transaction (meao_db_group_begin), committed by
+ * batch_end. While meao_app_batch_pending() is true after a request, its
+ * answer must be held until batch_end: MEAO_OK from batch_end means every
+ * held answer may go out; an error means none of the batch's writes was
+ * stored and every held answer must be replaced by an error. Cheap when the
+ * batch writes nothing: nothing is opened until a handler writes. */
+void meao_app_batch_begin(struct meao_app *app);
+bool meao_app_batch_pending(const struct meao_app *app);
+/* Writes released into the open batch so far (to bound a batch's size). */
+unsigned meao_app_batch_joined(const struct meao_app *app);
+enum meao_err meao_app_batch_end(struct meao_app *app);
 
 /* Run one request through the router: request id, route match, body limits
  * and parsing, auth, rate limit, handler, error envelope, access log.

@@ -1,11 +1,19 @@
 /* SQLite store: one database file in WAL mode with busy_timeout, foreign keys,
  * synchronous=FULL (a lost commit could revive a revoked token or a spent
  * pairing code), a bounded WAL, versioned forward-only migrations, and a
- * per-connection cache of prepared statements. */
+ * per-connection cache of prepared statements.
+ *
+ * Writers (MEAO_DB_WRITER_LOCK) queue on a process-shared mutex
+ * (store/wlock.h) before BEGIN IMMEDIATE instead of in SQLite's sleeping
+ * busy handler. A connection can also commit in groups: between
+ * meao_db_group_begin() and meao_db_group_commit() every transaction the
+ * callers open joins one shared transaction as a savepoint, and the whole
+ * group becomes durable — or fails — at once at meao_db_group_commit(). */
 #ifndef MEAO_STORE_DB_H
 #define MEAO_STORE_DB_H
 
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/err.h"
@@ -15,6 +23,9 @@ struct meao_db;
 enum {
     MEAO_DB_MIGRATE = 1u << 0,  /* apply pending migrations (one process per start) */
     MEAO_DB_READONLY = 1u << 1, /* open read-only (backups, diagnostics) */
+    /* queue writers on the shared mutex in <path>-wlock (store/wlock.h); if
+     * that file cannot be made, writers fall back to SQLite's busy handler */
+    MEAO_DB_WRITER_LOCK = 1u << 2,
 };
 
 /* Schema version this binary expects (the number of migrations). */
@@ -41,7 +52,10 @@ sqlite3 *meao_db_handle(struct meao_db *db);
  * cleared; NULL on error (logged). Borrowed: never finalize it. */
 sqlite3_stmt *meao_db_stmt(struct meao_db *db, const char *sql);
 
-/* Transactions. begin_immediate takes the write lock up front (read-then-write). */
+/* Transactions. begin_immediate takes the write lock up front (read-then-write):
+ * the writer lock first when the connection has one (waiting at most the busy
+ * timeout: MEAO_E_DB), then BEGIN IMMEDIATE. In a group (below) both open a
+ * savepoint inside the shared transaction instead. */
 enum meao_err meao_db_begin_immediate(struct meao_db *db);
 /* BEGIN IMMEDIATE with relaxed durability (synchronous=NORMAL until the
  * transaction ends): the commit survives any process crash, kill -9
@@ -50,8 +64,35 @@ enum meao_err meao_db_begin_immediate(struct meao_db *db);
  * whose loss on power failure is harmless (sessions, messages) — never for
  * tokens or pairing codes. meao_db_commit()/meao_db_rollback() restore FULL. */
 enum meao_err meao_db_begin_relaxed(struct meao_db *db);
+/* End the caller's transaction. In a group, commit releases the savepoint
+ * into the shared transaction: MEAO_OK then means "durable once
+ * meao_db_group_commit() succeeds", and rollback undoes only the caller's
+ * part. Outside a transaction of the caller's own, rollback does nothing. */
 enum meao_err meao_db_commit(struct meao_db *db);
 void meao_db_rollback(struct meao_db *db);
+
+/* Group commit. After group_begin, transactions opened on this connection
+ * join one shared write transaction (opened lazily by the first of them,
+ * holding the write lock until group_commit), each as its own savepoint.
+ * While meao_db_group_pending() is true, anything the caller answers about
+ * this connection's writes (or reads: they see uncommitted parts) must wait:
+ * group_commit makes all released parts durable at once (committed with
+ * synchronous=NORMAL, then the WAL fsynced as FULL would if any part was
+ * begun with begin_immediate)
+ * and returns MEAO_OK, or an error meaning none of them was stored (the
+ * shared transaction failed or SQLite rolled it back on its own). It ends
+ * the group; a part still open is rolled back first. One thread only. */
+void meao_db_group_begin(struct meao_db *db);
+bool meao_db_group_pending(const struct meao_db *db);
+/* Parts released into the shared transaction since group_begin. */
+unsigned meao_db_group_joined(const struct meao_db *db);
+enum meao_err meao_db_group_commit(struct meao_db *db);
+
+/* A read transaction for statements that must see one snapshot. When a
+ * transaction is already open on the connection (a group's), reads happen in
+ * it and *mine is false; pass *mine to meao_db_end_read(). */
+enum meao_err meao_db_begin_read(struct meao_db *db, bool *mine);
+void meao_db_end_read(struct meao_db *db, bool mine);
 
 /* Can this connection write right now? Takes and releases the write lock with
  * a short busy timeout (timeout_ms), so a locked or read-only database answers

@@ -5,6 +5,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -17,10 +18,17 @@ void meao_public_id_new(const char *prefix, char out[MEAO_PUBLIC_ID_LEN + 1])
 {
     /* one random buffer, not a getrandom() per character: bytes >= 248 (the
      * largest multiple of 62 that fits a byte) are rejected, so every
-     * character is uniform; 48 bytes almost always suffice for 20 */
+     * character is uniform; 48 bytes almost always suffice */
     unsigned char rnd[48];
-    size_t n = 0, used = sizeof rnd;
+    size_t n = MEAO_PUBLIC_ID_TIME, used = sizeof rnd;
+    struct timespec ts;
+    uint64_t t;
+
     memcpy(out, prefix, 4);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    t = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    for (size_t i = MEAO_PUBLIC_ID_TIME; i-- > 0; t /= 62)
+        out[4 + i] = b62[t % 62];
     while (n < MEAO_PUBLIC_ID_RANDOM) {
         if (used == sizeof rnd) {
             randombytes_buf(rnd, sizeof rnd);

@@ -89,10 +89,11 @@ enum meao_err meao_settings_load(struct meao_db *db, json_t **out, int64_t *vers
     json_t *obj = NULL;
     enum meao_err e;
     int rc;
+    bool mine;
 
     *out = NULL;
     /* one read transaction: the version and the rows belong together */
-    if (sqlite3_exec(meao_db_handle(db), "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+    if (meao_db_begin_read(db, &mine) != MEAO_OK)
         return MEAO_E_DB;
     e = meao_settings_version(db, version);
     if (e != MEAO_OK)
@@ -115,7 +116,7 @@ enum meao_err meao_settings_load(struct meao_db *db, json_t **out, int64_t *vers
         e = meao_db_err(rc);
     sqlite3_reset(st);
 out:
-    meao_db_rollback(db); /* ends the read transaction */
+    meao_db_end_read(db, mine);
     if (e != MEAO_OK)
         json_decref(obj);
     else

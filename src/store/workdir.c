@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -68,14 +69,43 @@ static int make_root(const char *root)
     return mkdir(p, 0700) < 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* realpath() of the root costs a readlink() per path component on every
+ * call — a quarter of the system calls of a session creation — and the root
+ * is configuration, so each thread keeps the answer for up to a second. A
+ * root replaced meanwhile is noticed by the walks, which open it again with
+ * O_NOFOLLOW and never follow a symlink below it. */
+#define ROOT_CACHE_MS 1000
+
+static _Thread_local struct {
+    char root[PATH_MAX];
+    char real[PATH_MAX];
+    int64_t until_ms;
+} root_cache;
+
+static int64_t coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* The canonical path of the workspace root (created when missing). */
 static int real_root_of(const char *root, char out[PATH_MAX])
 {
-    if (realpath(root, out) != NULL)
+    int64_t now = coarse_ms();
+    if (now < root_cache.until_ms && strcmp(root_cache.root, root) == 0) {
+        memcpy(out, root_cache.real, PATH_MAX);
         return 0;
-    if (errno != ENOENT || make_root(root) < 0 || realpath(root, out) == NULL) {
+    }
+    if (realpath(root, out) == NULL &&
+        (errno != ENOENT || make_root(root) < 0 || realpath(root, out) == NULL)) {
         meao_log(MEAO_LOG_ERROR, NULL, "workspace", "workspace_root %s: %s", root, strerror(errno));
         return -1;
+    }
+    if (strlen(root) < sizeof root_cache.root) {
+        memcpy(root_cache.root, root, strlen(root) + 1);
+        memcpy(root_cache.real, out, PATH_MAX);
+        root_cache.until_ms = now + ROOT_CACHE_MS;
     }
     return 0;
 }

@@ -126,12 +126,50 @@ static void revocation_hook_runs_after_commit_only(void **state)
     meao_db_release_idle();
 }
 
+static void revocation_hook_in_a_group_runs_after_the_group_commit(void **state)
+{
+    struct meao_db *db;
+    char err[256];
+    (void)state;
+    assert_int_equal(meao_db_open(path, 1000, 0, &db, err, sizeof err), MEAO_OK);
+    meao_db_set_revocation_hook(hook, &hook_calls);
+    hook_calls = 0;
+
+    /* a released part: nothing until the group commits, then once */
+    meao_db_group_begin(db);
+    assert_int_equal(meao_db_begin_immediate(db), MEAO_OK);
+    meao_db_note_revocation(db);
+    assert_int_equal(meao_db_commit(db), MEAO_OK); /* released into the group */
+    assert_int_equal(hook_calls, 0);
+    assert_int_equal(meao_db_begin_relaxed(db), MEAO_OK);
+    meao_db_note_revocation(db);
+    assert_int_equal(meao_db_commit(db), MEAO_OK);
+    assert_int_equal(hook_calls, 0);
+    assert_int_equal(meao_db_group_commit(db), MEAO_OK);
+    assert_int_equal(hook_calls, 1);
+
+    /* a part rolled back: its revocation never happened */
+    meao_db_group_begin(db);
+    assert_int_equal(meao_db_begin_immediate(db), MEAO_OK);
+    meao_db_note_revocation(db);
+    meao_db_rollback(db);
+    assert_int_equal(meao_db_begin_immediate(db), MEAO_OK);
+    assert_int_equal(meao_db_commit(db), MEAO_OK);
+    assert_int_equal(meao_db_group_commit(db), MEAO_OK);
+    assert_int_equal(hook_calls, 1);
+
+    meao_db_set_revocation_hook(NULL, NULL);
+    meao_db_close(db);
+    meao_db_release_idle();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(allocator_classes_realloc_and_big_blocks),
         cmocka_unit_test(idle_release_then_reopen),
         cmocka_unit_test(revocation_hook_runs_after_commit_only),
+        cmocka_unit_test(revocation_hook_in_a_group_runs_after_the_group_commit),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
