@@ -85,17 +85,8 @@ static int64_t now_ms(const struct ctl *c)
     return meao_now_ms(c->clock);
 }
 
-static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(int code, const char *fmt, ...)
-{
-    va_list ap;
-    fputs("meaoctl: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return code;
-}
+/* One line on stderr, "meaoctl: ..." (ctl/common.c). */
+#define fail meaoctl_fail
 
 static int err_exit(enum meao_err e)
 {

@@ -140,18 +140,11 @@ enum meao_err meao_session_create(struct meao_db *db, const char *public_id, int
     return e;
 }
 
-enum meao_err meao_session_get(struct meao_db *db, int64_t user_id, const char *public_id,
-                               int64_t now_ms, struct meao_session *out)
+/* Step a bound single-session query (?9 = now_ms, for the lease) into out. */
+static enum meao_err one_session(sqlite3_stmt *st, int64_t now_ms, struct meao_session *out)
 {
-    static const char sql[] =
-        "SELECT " SESSION_COLS " FROM sessions s WHERE s.public_id = ?1 AND s.user_id = ?2";
-    sqlite3_stmt *st = meao_db_stmt(db, sql);
     enum meao_err e = MEAO_OK;
     int rc;
-    if (st == NULL)
-        return MEAO_E_INTERNAL;
-    sqlite3_bind_text(st, 1, public_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, user_id);
     sqlite3_bind_int64(st, 9, now_ms);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
@@ -162,6 +155,19 @@ enum meao_err meao_session_get(struct meao_db *db, int64_t user_id, const char *
     return e;
 }
 
+enum meao_err meao_session_get(struct meao_db *db, int64_t user_id, const char *public_id,
+                               int64_t now_ms, struct meao_session *out)
+{
+    static const char sql[] =
+        "SELECT " SESSION_COLS " FROM sessions s WHERE s.public_id = ?1 AND s.user_id = ?2";
+    sqlite3_stmt *st = meao_db_stmt(db, sql);
+    if (st == NULL)
+        return MEAO_E_INTERNAL;
+    sqlite3_bind_text(st, 1, public_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, user_id);
+    return one_session(st, now_ms, out);
+}
+
 enum meao_err meao_session_latest(struct meao_db *db, int64_t user_id, const char *channel,
                                   int64_t now_ms, struct meao_session *out)
 {
@@ -169,20 +175,11 @@ enum meao_err meao_session_latest(struct meao_db *db, int64_t user_id, const cha
                               " AND s.channel = ?2 AND s.status = 'active' ORDER BY s.id DESC"
                               " LIMIT 1";
     sqlite3_stmt *st = meao_db_stmt(db, sql);
-    enum meao_err e = MEAO_OK;
-    int rc;
     if (st == NULL)
         return MEAO_E_INTERNAL;
     sqlite3_bind_int64(st, 1, user_id);
     sqlite3_bind_text(st, 2, channel, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 9, now_ms);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        read_session(st, out);
-    else
-        e = rc == SQLITE_DONE ? MEAO_E_NOT_FOUND : meao_db_err(rc);
-    sqlite3_reset(st);
-    return e;
+    return one_session(st, now_ms, out);
 }
 
 enum meao_err meao_session_list(struct meao_db *db, int64_t user_id, const char *status, int limit,
