@@ -5,7 +5,6 @@
  * Exit codes: 0 success, 1 the operation failed (not found, conflict,
  * invalid code), 2 usage error, 3 database or secrets unavailable. */
 #include <errno.h>
-#include <stdarg.h>
 #include <sys/stat.h>
 #include <fcntl.h>
 #include <getopt.h>
