@@ -6,15 +6,14 @@
  * pipeline (max_body_bytes → 413). A valid Update is stored in the durable
  * inbox (store/telegram.h) and only then answered 200, because Telegram
  * retries anything else for a day and forgets what got a 2xx. A redelivered
- * update_id is answered 200 and dropped. The worker (src/telegram/) does the
- * rest. This route is not under /api/v1: success is {"ok":true}, errors use
+ * update_id is answered 200 and dropped. The insert is a write transaction
+ * like any other: in the responder it joins the epoll batch's group commit
+ * (store/db.h), so the 200 is held until the group is committed — and, with
+ * telegram_inbox_sync = full, the WAL fsynced once for the whole group —
+ * and becomes a 503 if that commit fails. The worker (src/telegram/) does
+ * the rest. This route is not under /api/v1: success is {"ok":true}, errors use
  * the usual JSON error body. */
-#include <fcntl.h>
-#include <pthread.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include "api/api.h"
 #include "api/routes.h"
@@ -24,41 +23,6 @@
 #include "proto/telegram.h"
 #include "store/telegram.h"
 
-/* The webhook's inserts are serialised across the responder's processes by
- * flock on "<db_path>-tglock" before they reach SQLite: SQLite's busy handler
- * retries after 1, 2, 5, 10 ... 100 ms sleeps, so writers contending through
- * it under a burst of deliveries saw multi-second tails, while the kernel
- * hands a released lock over at once. Opened lazily, so each (forked)
- * process has its own open file description; a mutex covers threads. When
- * the lock file cannot be used the insert just goes ahead (busy_timeout
- * still protects it). */
-static pthread_mutex_t lock_mu = PTHREAD_MUTEX_INITIALIZER;
-static int lock_fd = -1;
-static pid_t lock_pid;
-
-static bool inbox_lock(const char *db_path)
-{
-    pthread_mutex_lock(&lock_mu);
-    if (lock_fd < 0 || lock_pid != getpid()) {
-        char path[4200];
-        if (lock_fd >= 0 && lock_pid != getpid())
-            close(lock_fd); /* inherited across fork: not ours */
-        snprintf(path, sizeof path, "%s-tglock", db_path);
-        lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        lock_pid = getpid();
-    }
-    if (lock_fd >= 0 && flock(lock_fd, LOCK_EX) == 0)
-        return true; /* released by inbox_unlock */
-    pthread_mutex_unlock(&lock_mu);
-    return false;
-}
-
-static void inbox_unlock(void)
-{
-    (void)flock(lock_fd, LOCK_UN);
-    pthread_mutex_unlock(&lock_mu);
-}
-
 enum meao_err meao_api_telegram_webhook(struct meao_app *app, struct meao_req *req,
                                         struct meao_resp *resp)
 {
@@ -67,7 +31,7 @@ enum meao_err meao_api_telegram_webhook(struct meao_app *app, struct meao_req *r
     struct meao_tg_update u;
     struct meao_db *db;
     json_t *update = NULL;
-    bool duplicate = false, locked;
+    bool duplicate = false;
     enum meao_err e;
 
     e = meao_api_need_db(app, resp, &db);
@@ -95,12 +59,9 @@ enum meao_err meao_api_telegram_webhook(struct meao_app *app, struct meao_req *r
         json_decref(update);
         return meao_fail(resp, e, "%s", why);
     }
-    locked = inbox_lock(app->cfg->db_path);
     e = meao_tg_inbox_put(db, u.update_id, u.kind_name, u.chat_id, u.from_id, req->body,
                           req->body_len, strcmp(app->cfg->telegram_inbox_sync, "normal") == 0,
                           meao_now_ms(app->clock), &duplicate);
-    if (locked)
-        inbox_unlock();
     json_decref(update);
     if (e != MEAO_OK) /* not stored: a 503 makes Telegram deliver it again */
         return meao_fail(resp, MEAO_E_UNAVAILABLE, "The update could not be stored; retry");

@@ -50,12 +50,21 @@ enum meao_err meao_tg_inbox_put(struct meao_db *db, int64_t update_id, const cha
     static const char sql[] =
         "INSERT INTO telegram_inbox(update_id, kind, chat_id, from_id, body, status, received_ms)"
         " VALUES (?1, ?2, ?3, ?4, ?5, 'new', ?6) ON CONFLICT(update_id) DO NOTHING";
-    sqlite3_stmt *st = meao_db_stmt(db, sql);
+    sqlite3_stmt *st;
     enum meao_err e;
 
     *duplicate = false;
+    /* A transaction of its own, never a bare statement: it queues on the
+     * writer lock like every other write and, inside a responder's group
+     * commit, becomes one savepoint of the group. A FULL part makes the whole
+     * group fsync the WAL once before any held answer goes out; a relaxed
+     * one commits with NORMAL. */
+    e = relaxed ? meao_db_begin_relaxed(db) : meao_db_begin_immediate(db);
+    if (e != MEAO_OK)
+        return e;
+    st = meao_db_stmt(db, sql);
     if (st == NULL)
-        return MEAO_E_INTERNAL;
+        return in_tx(db, MEAO_E_INTERNAL);
     sqlite3_bind_int64(st, 1, update_id);
     sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
     if (chat_id)
@@ -64,22 +73,13 @@ enum meao_err meao_tg_inbox_put(struct meao_db *db, int64_t update_id, const cha
         sqlite3_bind_int64(st, 4, from_id);
     sqlite3_bind_text(st, 5, body, (int)len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, now_ms);
-    /* relaxed: NORMAL for this transaction only; else an autocommit
-     * statement on a connection in synchronous=FULL, fsync'ed when it returns */
-    if (relaxed && (e = meao_db_begin_relaxed(db)) != MEAO_OK) {
-        sqlite3_reset(st);
-        return e;
-    }
     e = meao_db_step(db, st);
+    /* in a group the shared transaction may already hold this update_id
+     * (a redelivery in the same batch): a duplicate too, answered with it */
     if (e == MEAO_OK && sqlite3_changes(meao_db_handle(db)) == 0)
         *duplicate = true;
     sqlite3_reset(st);
-    if (!relaxed)
-        return e;
-    if (e == MEAO_OK)
-        return meao_db_commit(db);
-    meao_db_rollback(db);
-    return e;
+    return in_tx(db, e);
 }
 
 enum meao_err meao_tg_inbox_open(struct meao_db *db, struct meao_tg_item *out, size_t max,

@@ -3,9 +3,9 @@
  * prompts shown as inline buttons, and the webhook's secret.
  *
  * The inbox is keyed by Telegram's update_id: the webhook inserts with
- * synchronous=FULL (telegram_inbox_sync) and answers 2xx only after the
- * commit, so an acknowledged update survives kill -9 and a power cut; a
- * redelivered update_id is a
+ * synchronous=FULL (telegram_inbox_sync) as part of the responder's group
+ * commit and answers 2xx only after that commit, so an acknowledged update
+ * survives kill -9 and a power cut; a redelivered update_id is a
  * duplicate, acknowledged and dropped. The worker moves a row
  * new → working → done | ignored | failed, or back to new with a not-before
  * time when it must retry (orchestrator down). Everything the worker needs to
@@ -52,10 +52,16 @@ struct meao_tg_item {
 };
 
 /* Store one update (body: the raw JSON, borrowed) unless its update_id is
- * already there (*duplicate = true, nothing written). The commit is done
- * before MEAO_OK is returned: with synchronous=FULL (fsync'ed) unless
- * relaxed, then NORMAL (survives any process crash, kill -9 included, but
- * not a power cut before the next checkpoint). */
+ * already there (*duplicate = true, nothing written), in a transaction of its
+ * own (meao_db_begin_immediate, or meao_db_begin_relaxed when relaxed).
+ * Outside a group the commit is done before MEAO_OK is returned: with
+ * synchronous=FULL (fsync'ed) unless relaxed, then NORMAL (survives any
+ * process crash, kill -9 included, but not a power cut before the next
+ * checkpoint). Inside a group (meao_db_group_begin) the insert is one part
+ * of the shared transaction: MEAO_OK means "stored once
+ * meao_db_group_commit() succeeds", which fsyncs the WAL once for the whole
+ * group if any part was not relaxed — the caller holds its answer until
+ * then (the responder's held answers). */
 enum meao_err meao_tg_inbox_put(struct meao_db *db, int64_t update_id, const char *kind,
                                 int64_t chat_id, int64_t from_id, const char *body, size_t len,
                                 bool relaxed, int64_t now_ms, bool *duplicate);

@@ -260,6 +260,55 @@ static void inbox_duplicates_order_and_retries(void **state)
     json_decref(counts);
 }
 
+static int64_t inbox_rows(struct meao_db *db)
+{
+    static const char sql[] = "SELECT count(*) FROM telegram_inbox";
+    sqlite3_stmt *st = meao_db_stmt(db, sql);
+    int64_t n;
+    assert_non_null(st);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    n = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return n;
+}
+
+/* In the responder the webhook's insert is one part of the epoll batch's
+ * group commit (FULL or relaxed): nothing is visible, let alone durable,
+ * until meao_db_group_commit(), and a redelivery inside the same group is
+ * a duplicate already. */
+static void inbox_put_joins_the_group_commit(void **state)
+{
+    struct fx *f = *state;
+    struct meao_db *other;
+    char err[256];
+    bool dup;
+
+    assert_int_equal(meao_db_open(f->path, 5000, 0, &other, err, sizeof err), MEAO_OK);
+    meao_db_group_begin(f->db);
+    assert_int_equal(meao_tg_inbox_put(f->db, 40, "message", 7, 7, "{}", 2, false, T0, &dup),
+                     MEAO_OK);
+    assert_false(dup);
+    assert_true(meao_db_group_pending(f->db));
+    assert_int_equal(meao_db_group_joined(f->db), 1);
+    assert_int_equal(meao_tg_inbox_put(f->db, 40, "message", 7, 7, "{}", 2, true, T0, &dup),
+                     MEAO_OK);
+    assert_true(dup); /* the same update_id earlier in the group */
+    assert_int_equal(meao_tg_inbox_put(f->db, 41, "message", 7, 7, "{}", 2, true, T0, &dup),
+                     MEAO_OK);
+    assert_false(dup);
+    assert_int_equal(meao_db_group_joined(f->db), 3);
+    assert_int_equal(inbox_rows(other), 0); /* not committed: no answer may go out yet */
+    assert_int_equal(meao_db_group_commit(f->db), MEAO_OK);
+    assert_false(meao_db_group_pending(f->db));
+    assert_int_equal(inbox_rows(other), 2);
+
+    /* outside a group: committed (and fsynced) before it returns */
+    assert_int_equal(meao_tg_inbox_put(f->db, 42, "message", 7, 7, "{}", 2, false, T0, &dup),
+                     MEAO_OK);
+    assert_int_equal(inbox_rows(other), 3);
+    meao_db_close(other);
+}
+
 static void identities_link_allow_and_pairing(void **state)
 {
     struct fx *f = *state;
@@ -400,6 +449,7 @@ int main(void)
         cmocka_unit_test(split_counts_utf16_and_keeps_characters),
         cmocka_unit_test(callback_data),
         cmocka_unit_test_setup_teardown(inbox_duplicates_order_and_retries, setup, teardown),
+        cmocka_unit_test_setup_teardown(inbox_put_joins_the_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(identities_link_allow_and_pairing, setup, teardown),
         cmocka_unit_test_setup_teardown(chats_and_approvals, setup, teardown),
         cmocka_unit_test_setup_teardown(webhook_secret_is_a_keyed_hash, setup, teardown),
