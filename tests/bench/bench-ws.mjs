@@ -15,7 +15,10 @@
 //      plus websocketd's growth, divided by the count;
 //   5. --idle (1000) concurrent idle connections held for 10 s, then each
 //      pinged: errors counted;
-//   6. first text_delta of an 8-word echo turn, 200 turns on one connection.
+//   6. first text_delta of an 8-word echo turn, 200 turns on one connection;
+//   7. the platform floor for (1): the same pings straight to websocketd
+//      (no nginx) running meao-ws, and to a second websocketd running
+//      /bin/cat (an echo that does nothing at all).
 // Needs a build in ./build (or MEAO_BUILD_DIR) and tests/e2e/node_modules.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -25,7 +28,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const e2e = path.resolve(here, '../e2e');
 process.env.MEAO_BUILD_DIR ||= path.resolve(here, '../../build');
-const { startStack, childPids } = await import(path.join(e2e, 'lib/stack.mjs'));
+const { startStack, childPids, freePort, portOpenAt, waitFor } = await import(path.join(e2e, 'lib/stack.mjs'));
+const { spawn } = await import('node:child_process');
 const { WsClient } = await import(path.join(e2e, 'lib/wsclient.mjs'));
 
 const args = process.argv.slice(2);
@@ -78,22 +82,37 @@ try {
     return c;
   };
 
-  // 1. ping round trip
-  {
-    const c = await openAuthed(users.at(-1).token);
+  // 1. ping round trip (and 7. without nginx, and with /bin/cat)
+  const pings = async (c, reply) => {
     for (let i = 0; i < 200; i++) {
       c.send({ type: 'ping' });
-      await c.nextType('pong');
+      await c.next(reply);
     }
     const rtt = [];
     for (let i = 0; i < 2000; i++) {
       const t0 = now();
       c.send({ type: 'ping', timestamp: i });
-      await c.nextType('pong');
+      await c.next(reply);
       rtt.push(ms(now() - t0));
     }
-    results.pingRtt = { p50: pct(rtt, 50), p99: pct(rtt, 99) };
     await c.close();
+    return { p50: pct(rtt, 50), p99: pct(rtt, 99) };
+  };
+  results.pingRtt = await pings(await openAuthed(users.at(-1).token), (f) => f.type === 'pong');
+  {
+    const direct = await WsClient.open(`ws://127.0.0.1:${stack.wsPort}/ws?v=1`, { token: users.at(-1).token });
+    await direct.nextType('auth_result');
+    results.pingDirect = await pings(direct, (f) => f.type === 'pong');
+    const port = await freePort();
+    const cat = spawn('websocketd', ['--address=127.0.0.1', `--port=${port}`, '--loglevel=fatal', '/bin/cat'], {
+      stdio: 'ignore',
+    });
+    try {
+      await waitFor(() => portOpenAt(port), { what: 'websocketd /bin/cat' });
+      results.pingCat = await pings(await WsClient.open(`ws://127.0.0.1:${port}/`), () => true);
+    } finally {
+      cat.kill('SIGTERM');
+    }
   }
 
   // 2. connect to first pong
@@ -203,6 +222,8 @@ try {
 
 const r = results;
 console.log(`ping round trip (2000 on one connection): p50 ${fmt(r.pingRtt.p50)} ms, p99 ${fmt(r.pingRtt.p99)} ms`);
+console.log(`  same, straight to websocketd (no nginx):  p50 ${fmt(r.pingDirect.p50)} ms, p99 ${fmt(r.pingDirect.p99)} ms`);
+console.log(`  floor: websocketd running /bin/cat:       p50 ${fmt(r.pingCat.p50)} ms, p99 ${fmt(r.pingCat.p99)} ms`);
 console.log(`connect to first pong (200, sequential):   p50 ${fmt(r.connectToPong.p50)} ms, p99 ${fmt(r.connectToPong.p99)} ms`);
 console.log(`new connections per second (8 loops, 5 s): ${r.connectionsPerSecond.rate.toFixed(0)}/s, errors ${r.connectionsPerSecond.errors}`);
 console.log(
