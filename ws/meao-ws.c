@@ -70,7 +70,7 @@ int main(int argc, char **argv)
         .real_ip = getenv("HTTP_X_REAL_IP") ? getenv("HTTP_X_REAL_IP") : getenv("REMOTE_ADDR"),
         .query = getenv("QUERY_STRING"),
     };
-    rc = meao_ws_run(&app, &env, STDIN_FILENO, stdout, &stop_flag);
+    rc = meao_ws_run(&app, &env, STDIN_FILENO, STDOUT_FILENO, &stop_flag);
     meao_app_fini(&app);
     meao_config_free(&cfg);
     return rc;

@@ -9,17 +9,20 @@
  * the turn and cancels it there), the user's message is marked failed, and
  * the program exits before websocketd's signals arrive.
  *
- * Every frame we write is one compact JSON line, flushed at once (stdout is
- * a pipe to websocketd). Nothing here ever writes a token to a log line. */
+ * Every frame we write is one compact JSON line, written at once with one
+ * writev (stdout is a pipe to websocketd; no stdio buffer is kept). Nothing here ever writes a
+ * token to a log line. */
 #include "ws/ws.h"
 
 #include <errno.h>
 #include <malloc.h>
 #include <poll.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "api/api.h"
@@ -46,7 +49,7 @@ struct ws {
     struct meao_app *app;
     const struct meao_ws_env *env;
     int in_fd;
-    FILE *out;
+    int out_fd;
     struct meao_lines in;
     char conn_id[MEAO_REQUEST_ID_MAX + 1];
 
@@ -80,7 +83,34 @@ struct ws {
 
 /* ---- output ---- */
 
-/* Write v (stolen) as one line and flush. A client that is gone (EPIPE) ends
+/* line + "\n" to fd, all of it (a pipe may take a long line in pieces).
+ * false when the reader is gone. */
+static bool write_line(int fd, const char *line, size_t len)
+{
+    struct iovec iov[2] = {{(void *)line, len}, {(void *)"\n", 1}};
+    struct iovec *v = iov;
+    int n = 2;
+    while (n > 0) {
+        ssize_t w = writev(fd, v, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return false;
+        }
+        while (n > 0 && (size_t)w >= v->iov_len) {
+            w -= (ssize_t)v->iov_len;
+            v++;
+            n--;
+        }
+        if (n > 0) {
+            v->iov_base = (char *)v->iov_base + w;
+            v->iov_len -= (size_t)w;
+        }
+    }
+    return true;
+}
+
+/* Write v (stolen) as one line. A client that is gone (EPIPE) ends
  * the connection. */
 static void emit(struct ws *w, json_t *v)
 {
@@ -91,7 +121,7 @@ static void emit(struct ws *w, json_t *v)
     json_decref(v);
     if (s == NULL)
         return;
-    if (fputs(s, w->out) < 0 || fputc('\n', w->out) == EOF || fflush(w->out) != 0) {
+    if (!write_line(w->out_fd, s, strlen(s))) {
         if (!w->done)
             w->close_reason = "client_gone";
         w->done = true;
@@ -795,10 +825,10 @@ static bool query_ok(struct ws *w)
     return ok;
 }
 
-int meao_ws_run(struct meao_app *app, const struct meao_ws_env *env, int in_fd, FILE *out,
+int meao_ws_run(struct meao_app *app, const struct meao_ws_env *env, int in_fd, int out_fd,
                 volatile int *stop)
 {
-    struct ws w = {.app = app, .env = env, .in_fd = in_fd, .out = out};
+    struct ws w = {.app = app, .env = env, .in_fd = in_fd, .out_fd = out_fd};
     int64_t started = meao_mono_ms(app->clock);
     char token[MEAO_TOKEN_LEN + 1];
 

@@ -1,10 +1,10 @@
 /* meao-ws: one WebSocket connection, run by websocketd with the client's
- * frames on stdin (one per line) and ours on stdout (one per line, flushed).
+ * frames on stdin (one per line) and ours on stdout (one per line, written
+ * whole at once).
  * See ws/README.md for the frames and the lifecycle. */
 #ifndef MEAO_WS_WS_H
 #define MEAO_WS_WS_H
 
-#include <stdio.h>
 
 #include "http/app.h"
 
@@ -24,7 +24,7 @@ struct meao_ws_env {
  * connections) or *stop becomes non-zero (a signal). Returns the process
  * exit status: 0 for a normal end, 1 when the connection could not be
  * served at all. */
-int meao_ws_run(struct meao_app *app, const struct meao_ws_env *env, int in_fd, FILE *out,
+int meao_ws_run(struct meao_app *app, const struct meao_ws_env *env, int in_fd, int out_fd,
                 volatile int *stop);
 
 #endif
