@@ -59,6 +59,7 @@ function pssKb(pid) {
 
 const stack = await startStack({
   ws: true,
+  nginxWorkers: process.env.MEAO_BENCH_NGINX_WORKERS || undefined,
   wsMaxForks: Math.max(IDLE, MEM) + 64,
   config: {
     ws_max_connections_per_user: PER_USER,

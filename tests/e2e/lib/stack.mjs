@@ -303,6 +303,7 @@ export class Stack {
         '--error-log', `${this.nginxErrorLog} info`,
         '--user', this.nginxUser,
         ...(this.wsPort ? ['--ws-port', String(this.wsPort)] : []),
+        ...(this.opts.nginxWorkers ? ['--workers', String(this.opts.nginxWorkers)] : []),
         ...(this.opts.wsOrigins || []).flatMap((o) => ['--ws-origin', o]),
       ];
       const r = spawnSync('bash', args, { encoding: 'utf8' });
