@@ -5,7 +5,6 @@
 #ifndef MEAO_WS_WS_H
 #define MEAO_WS_WS_H
 
-
 #include "http/app.h"
 
 #define MEAO_WS_MAX_FRAME (1024 * 1024) /* longest client frame, without its newline */
