@@ -991,9 +991,15 @@ static void dispatch(struct worker *w, struct meao_db *db, struct meao_tg_item *
     size_t n = 0, nheld = 0;
     int64_t now = meao_now_ms(w->clock);
 
-    if (meao_tg_inbox_open(db, rows, MAX_OPEN, &n) != MEAO_OK)
-        return;
+    /* read the rows under the lock: a job marks its row settled before it
+     * frees its slot (which needs the lock), so a row read here is either
+     * still taken or no longer open — never both free and stale, which would
+     * start a finished update a second time */
     pthread_mutex_lock(&w->mu);
+    if (meao_tg_inbox_open(db, rows, MAX_OPEN, &n) != MEAO_OK) {
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         const struct meao_tg_item *it = &rows[i];
         bool message = strcmp(it->kind, "message") == 0;
