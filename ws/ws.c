@@ -249,8 +249,8 @@ static void authenticate(struct ws *w, const char *token, bool from_header, cons
     char uid[24];
     json_t *f;
 
-    if (e == MEAO_E_UNAVAILABLE) {
-        auth_result_fail(w, rid, e, "Authentication is unavailable right now");
+    if (e == MEAO_E_UNAVAILABLE || e == MEAO_E_DB || e == MEAO_E_INTERNAL || e == MEAO_E_NOMEM) {
+        auth_result_fail(w, rid, MEAO_E_UNAVAILABLE, "Authentication is unavailable right now");
         w->close_reason = "auth_unavailable";
         w->done = true;
         return;
@@ -268,6 +268,7 @@ static void authenticate(struct ws *w, const char *token, bool from_header, cons
     }
     if (w->authed && who.user_id != w->who.user_id) {
         auth_result_fail(w, rid, MEAO_E_FORBIDDEN, "This connection belongs to another user");
+        trim(w);
         return;
     }
     if (!w->authed) {
