@@ -54,7 +54,6 @@ function rest(method, p, token, body) {
   }
   return stack.request(p, init);
 }
-const wsOpenCount = () => (stack.readLog('ws').match(/"event":"ws_open"/g) || []).length;
 const workDir = (userId, sid) => path.join(stack.config.workspace_root, String(userId), sid);
 let seq = 0;
 const rid = (p = 'r') => `${p}-${++seq}`;
@@ -334,15 +333,30 @@ describe('auth and origin', () => {
   });
 
   test('foreign Origin → 403 from nginx and no program started; same and listed origins work', async () => {
-    const before = wsOpenCount();
-    const programs = stack.wsPrograms().length;
-    await assert.rejects(open(alice.token, { origin: 'http://evil.example' }), (e) => e.status === 403);
-    await assert.rejects(open(alice.token, { origin: `http://127.0.0.1:${stack.port}.evil.example` }), (e) => e.status === 403);
-    await sleep(200);
-    assert.equal(wsOpenCount(), before, 'no meao-ws started for a foreign origin');
-    assert.equal(stack.wsPrograms().length, programs);
-    const same = await open(alice.token, { origin: `http://127.0.0.1:${stack.port}` });
-    assert.equal((await same.nextType('auth_result')).success, true);
+    // each refused upgrade carries its own request id: a program started for
+    // it would log that id as its connection id
+    const ids = ['evil-origin-1', 'evil-origin-2'];
+    await assert.rejects(
+      open(alice.token, { origin: 'http://evil.example', headers: { 'X-Request-ID': ids[0] } }),
+      (e) => e.status === 403,
+    );
+    await assert.rejects(
+      open(alice.token, {
+        origin: `http://127.0.0.1:${stack.port}.evil.example`,
+        headers: { 'X-Request-ID': ids[1] },
+      }),
+      (e) => e.status === 403,
+    );
+    await sleep(300);
+    for (const id of ids) assert.ok(!stack.readLog('ws').includes(id), `no meao-ws started for ${id}`);
+    const same = await open(alice.token, {
+      origin: `http://127.0.0.1:${stack.port}`,
+      headers: { 'X-Request-ID': 'same-origin-ok' },
+    });
+    const ok = await same.nextType('auth_result');
+    assert.equal(ok.success, true);
+    assert.equal(ok.connectionId, 'same-origin-ok', 'the program logs under the upgrade\'s request id');
+    await waitFor(() => stack.readLog('ws').includes('same-origin-ok'), { what: 'the program\'s log line' });
     const listed = await open(alice.token, { origin: 'http://allowed.example' });
     assert.equal((await listed.nextType('auth_result')).success, true);
     await Promise.all([same.close(), listed.close()]);
