@@ -26,6 +26,7 @@ struct meao_principal {
     enum meao_role role;
     int64_t token_id;
     int64_t device_id;
+    char name[65]; /* the user's name, read with the token (MEAO_NAME_MAX + 1) */
 };
 
 struct meao_route;

@@ -202,11 +202,14 @@ enum meao_err meao_device_enroll(struct meao_db *db, const struct meao_secrets *
     return issue_pair(db, keys, user_id, device_id, now_ms, ttl, out);
 }
 
+_Static_assert(sizeof(((struct meao_principal *)0)->name) == MEAO_NAME_MAX + 1,
+               "a principal holds any user name");
+
 enum meao_err meao_token_authenticate(struct meao_db *db, const struct meao_secrets *keys,
                                       const char *token, int64_t now_ms, struct meao_principal *who)
 {
     static const char sql[] =
-        "SELECT t.id, t.user_id, t.device_id, u.role, t.hash, d.last_seen_ms"
+        "SELECT t.id, t.user_id, t.device_id, u.role, t.hash, d.last_seen_ms, u.name"
         " FROM tokens t JOIN users u ON u.id = t.user_id JOIN devices d ON d.id = t.device_id"
         " WHERE t.hash = ?1 AND t.kind = 'access' AND t.revoked_ms IS NULL"
         " AND d.revoked_ms IS NULL AND t.expires_ms > ?2";
@@ -232,6 +235,8 @@ enum meao_err meao_token_authenticate(struct meao_db *db, const struct meao_secr
             who->user_id = sqlite3_column_int64(st, 1);
             who->device_id = sqlite3_column_int64(st, 2);
             meao_role_parse((const char *)sqlite3_column_text(st, 3), &who->role);
+            snprintf(who->name, sizeof who->name, "%s",
+                     sqlite3_column_text(st, 6) ? (const char *)sqlite3_column_text(st, 6) : "");
             e = MEAO_OK;
         }
     } else if (rc != SQLITE_DONE) {
