@@ -27,6 +27,7 @@
 
 #include "api/api.h"
 #include "api/chat.h"
+#include "auth/authn.h"
 #include "auth/ratelimit.h"
 #include "auth/token.h"
 #include "core/clock.h"
@@ -211,20 +212,6 @@ static const char *role_name(enum meao_role r)
     return r == MEAO_ROLE_OWNER ? "owner" : "user";
 }
 
-/* Resolve token (well-formed or not) into *who. */
-static enum meao_err check_token(struct ws *w, const char *token, struct meao_principal *who)
-{
-    const struct meao_secrets *keys;
-    struct meao_db *db;
-    if (token == NULL || !meao_token_wellformed(token, MEAO_TOKEN_ACCESS))
-        return MEAO_E_AUTH_INVALID_TOKEN;
-    keys = meao_app_secrets(w->app);
-    db = meao_app_db(w->app);
-    if (keys == NULL || db == NULL)
-        return MEAO_E_UNAVAILABLE;
-    return meao_token_authenticate(db, keys, token, meao_now_ms(w->app->clock), who);
-}
-
 static void auth_result_fail(struct ws *w, const char *rid, enum meao_err e, const char *msg)
 {
     json_t *f = json_pack("{s:s, s:b, s:{s:s, s:s}}", "type", "auth_result", "success", 0, "error",
@@ -244,7 +231,7 @@ static void authenticate(struct ws *w, const char *token, bool from_header, cons
 {
     struct meao_principal who;
     uint64_t seen = revocations(w); /* before the check: a revocation after it is noticed */
-    enum meao_err e = check_token(w, token, &who);
+    enum meao_err e = meao_token_check(w->app, token, &who);
     int64_t count = 0;
     char uid[24];
     json_t *f;
@@ -659,7 +646,7 @@ static void recheck_token(struct ws *w, int64_t now)
     enum meao_err e;
 
     w->next_recheck = now + w->app->cfg->ws_auth_recheck_ms;
-    e = check_token(w, w->token, &who);
+    e = meao_token_check(w->app, w->token, &who);
     trim(w);
     if (e == MEAO_E_UNAVAILABLE || e == MEAO_E_DB || e == MEAO_E_INTERNAL || e == MEAO_E_NOMEM)
         return; /* a database hiccup is no reason to drop anyone: check again later */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "auth/secrets.h"
@@ -257,6 +258,37 @@ static void lease_of_a_crashed_turn_expires(void **state)
         MEAO_OK);
     assert_int_equal(scalar(f->db, "SELECT lease_token = 'next' FROM sessions"), 1);
     assert_int_equal(scalar(f->db, "SELECT count(*) FROM messages WHERE status = 'failed'"), 1);
+}
+
+/* A lease minted by a process that no longer exists is free at once (no
+ * waiting for its expiry), and the dead turn's pending message is marked
+ * failed; a live holder's lease still refuses. */
+static void lease_of_a_dead_process_is_taken_over_at_once(void **state)
+{
+    struct fx *f = *state;
+    struct meao_session s, live;
+    struct meao_msg_ref m, m2;
+    char dead_lease[MEAO_LEASE_TOKEN_MAX], mine[MEAO_LEASE_TOKEN_MAX];
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0)
+        _exit(0);
+    assert_int_equal(waitpid(child, NULL, 0), child); /* reaped: the pid is gone */
+    snprintf(dead_lease, sizeof dead_lease, "%ld.deadholder", (long)child);
+
+    new_session(f, f->bob, &s);
+    begin_turn(f, &s, dead_lease, "one", &m, MEAO_OK);
+    meao_lease_token_new(mine);
+    begin_turn(f, &s, mine, "two", &m2, MEAO_OK); /* no clock moved */
+    assert_int_equal(scalar(f->db, "SELECT count(*) FROM messages WHERE status = 'failed'"
+                                   " AND error_code = 'CANCELLED' AND content = 'one'"),
+                     1);
+    assert_int_equal(scalar(f->db, "SELECT count(*) FROM messages WHERE status = 'pending'"), 1);
+
+    /* our own lease: we are alive, so a second turn is refused */
+    new_session(f, f->bob, &live);
+    begin_turn(f, &live, mine, "three", &m, MEAO_OK);
+    begin_turn(f, &live, "other.token", "four", &m2, MEAO_E_CONFLICT);
 }
 
 static void lease_renewal_keeps_the_session_busy(void **state)
@@ -647,6 +679,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(turn_begin_stores_pending_message_and_leases, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(lease_of_a_crashed_turn_expires, setup, teardown),
+        cmocka_unit_test_setup_teardown(lease_of_a_dead_process_is_taken_over_at_once, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(lease_renewal_keeps_the_session_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(turn_fail_keeps_message_failed_and_frees_session, setup,
                                         teardown),
